@@ -1,0 +1,151 @@
+"""The `jaxqc` command.
+
+    jaxqc data info SOURCE [--json]
+    jaxqc data convert SOURCE OUT [--energy-unit U --force-unit U --length-unit U]
+    jaxqc data generate --start FILE --out OUT [--n-frames N --interval K --temperature-k T ...]
+    jaxqc data download NAME [--dest DIR]
+
+SOURCE is a registered name (`qm9`, `ethanol-xtb`) or a file. Errors print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+
+def _add_units(p):
+    p.add_argument("--energy-unit", help="unit of energies in the file (kcal/mol, eV, meV, Ha, kJ/mol)")
+    p.add_argument("--force-unit", help="unit of forces in the file (e.g. eV/Å, kcal/mol/Å, Ha/bohr)")
+    p.add_argument("--length-unit", help="unit of positions in the file (Å, bohr, nm)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxqc", description="Machine learning for quantum chemistry in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="read, convert, generate and download data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    info = dsub.add_parser("info", help="summarise a data set")
+    info.add_argument("source", help="registered name (qm9, ethanol-xtb) or file path")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_units(info)
+
+    conv = dsub.add_parser("convert", help="convert a data set to sGDML-style npz or extended XYZ")
+    conv.add_argument("source")
+    conv.add_argument("out", help="output file: .npz (kcal/mol, Å) or .extxyz (eV, Å)")
+    _add_units(conv)
+
+    gen = dsub.add_parser("generate", help="Langevin MD with GFN2-xTB (tblite) -> sGDML-style npz")
+    gen.add_argument("--start", required=True, help="starting geometry (xyz, Å)")
+    gen.add_argument("--out", required=True, help="output npz")
+    gen.add_argument("--n-frames", type=int, default=1000, help="frames to write")
+    gen.add_argument("--interval", type=int, default=20, help="MD steps between written frames")
+    gen.add_argument("--equilibration-steps", type=int, default=2000, help="MD steps before the first frame")
+    gen.add_argument("--temperature-k", type=float, default=500.0)
+    gen.add_argument("--dt-fs", type=float, default=0.5)
+    gen.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction (1/fs)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--method", default="GFN2-xTB", help="tblite method (GFN2-xTB, GFN1-xTB)")
+    gen.add_argument("--charge", type=int, default=0)
+    gen.add_argument("--relabel-dft", metavar="XC/BASIS",
+                     help="relabel the frames with PySCF DFT, e.g. 'PBE/6-31G*' (slow; needs jaxqc[dft])")
+
+    dl = dsub.add_parser("download", help="explicit, checksummed download of a public data set")
+    dl.add_argument("name", help="what to download (see `jaxqc data download --list`)", nargs="?")
+    dl.add_argument("--dest", default=None, help="folder to put the file in (default: $JAXQC_CACHE)")
+    dl.add_argument("--list", action="store_true", help="list what can be downloaded")
+    return parser
+
+
+def _read(args):
+    from .data import io
+
+    return io.read(args.source, energy_unit=args.energy_unit, force_unit=args.force_unit,
+                   length_unit=args.length_unit)
+
+
+def cmd_data_info(args) -> int:
+    data = _read(args)
+    summary = data.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    n = summary["n_atoms"]
+    print(f"{summary['name']}: {summary['n_molecules']} molecules, {n['min']}-{n['max']} atoms, "
+          f"elements {' '.join(summary['elements'])}")
+    print(f"  labels: " + ", ".join(f"{k} [{u}]" for k, u in summary["labels"].items()))
+    for key in ("theory", "temperature_k", "dt_fs", "engine", "command", "md5", "source"):
+        if summary.get(key) is not None:
+            print(f"  {key}: {summary[key]}")
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    from .data import io
+
+    data = _read(args)
+    io.write(data, args.out)
+    print(f"wrote {len(data)} molecules to {args.out}")
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from .data import generate, io
+
+    command = "jaxqc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["data"] else None
+    t0 = time.perf_counter()
+    data = generate.generate_md_dataset(
+        args.start, n_frames=args.n_frames, interval=args.interval, equilibration_steps=args.equilibration_steps,
+        temperature_k=args.temperature_k, dt_fs=args.dt_fs, friction_per_fs=args.friction_per_fs,
+        seed=args.seed, method=args.method, charge=args.charge, progress=True)
+    if args.relabel_dft:
+        data = generate.relabel_pyscf(data, args.relabel_dft, progress=True)
+    if command:
+        data.meta["command"] = command
+    data.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
+    io.write_npz(data, args.out)
+    print(f"wrote {len(data)} frames to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from .data import download
+
+    if args.list or not args.name:
+        for name, entry in download.SOURCES.items():
+            print(f"{name:24s} {entry['description']}")
+        return 0
+    path = download.download(args.name, dest=args.dest)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+COMMANDS = {
+    ("data", "info"): cmd_data_info,
+    ("data", "convert"): cmd_data_convert,
+    ("data", "generate"): cmd_data_generate,
+    ("data", "download"): cmd_data_download,
+}
+
+
+def main(argv=None) -> int:
+    from .errors import JaxqcError
+
+    args = build_parser().parse_args(argv)
+    key = (args.command, getattr(args, f"{args.command}_command", None))
+    try:
+        return COMMANDS[key](args)
+    except JaxqcError as err:
+        print(f"jaxqc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxqc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Readers and writers: sGDML npz, rMD17 npz, extended XYZ (through ASE); QM9 formats live in qm9.py.
+
+Every reader converts to Å / kcal/mol / kcal/mol/Å once, validates the arrays (shapes, elements,
+finite coordinates, no overlapping atoms) and returns a `Dataset`. Every writer is atomic and records
+its units.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import units as U
+from ..elements import atomic_number
+from ..errors import DataError, FormatError, JaxqcError
+from .molecules import Dataset
+
+
+# ---- atomic writes ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_savez(path, compress: bool = False, **arrays) -> None:
+    """np.savez to `path` atomically (the exact name is kept: no '.npz' is appended)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compress else np.savez)(fh, **arrays)
+
+
+def atomic_write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+# ---- npz: sGDML and rMD17 ---------------------------------------------------------------------
+def _str(x) -> str:
+    x = np.asarray(x)
+    x = x.item() if x.shape == () else x
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+
+
+def read_npz(path, energy_unit: str | None = None, force_unit: str | None = None,
+             length_unit: str | None = None) -> Dataset:
+    """Read an sGDML (`R, E, F, z`), rMD17 (`coords, energies, forces, nuclear_charges`) or jaxqc npz.
+
+    Units: from the file's `r_unit`/`e_unit` keys when present, else Å and kcal/mol (both formats'
+    convention), unless given explicitly.
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+        keys = set(npz.files)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise FormatError(f"{path}: not a readable npz file ({err})") from None
+    with npz:
+        if {"R", "z"} <= keys:
+            kind, R, z = "sgdml", npz["R"], npz["z"]
+            E = npz["E"] if "E" in keys else None
+            F = npz["F"] if "F" in keys else None
+        elif {"coords", "nuclear_charges"} <= keys:
+            kind, R, z = "rmd17", npz["coords"], npz["nuclear_charges"]
+            E = npz["energies"] if "energies" in keys else None
+            F = npz["forces"] if "forces" in keys else None
+        else:
+            raise FormatError(f"{path}: npz with keys {sorted(keys)} is neither sGDML (R, z, E, F) "
+                              f"nor rMD17 (coords, nuclear_charges, energies, forces)")
+        meta = {"source": str(path), "format": kind}
+        if "jaxqc_meta" in keys:
+            meta.update(json.loads(_str(npz["jaxqc_meta"])))
+        for k in ("name", "theory"):
+            if k in keys:
+                meta[k] = _str(npz[k])
+        if kind == "rmd17":
+            meta.setdefault("theory", "PBE/def2-SVP (revised MD17)")
+        if "md5" in keys:
+            meta["file_md5"] = _str(npz["md5"])
+        e_unit = energy_unit or (_str(npz["e_unit"]) if "e_unit" in keys else "kcal/mol")
+        r_unit = length_unit or (_str(npz["r_unit"]) if "r_unit" in keys else "Å")
+        props = {k[len("prop_"):]: npz[k] for k in keys if k.startswith("prop_")}
+        prop_units = json.loads(_str(npz["prop_units"])) if "prop_units" in keys else {}
+    f_unit = force_unit or f"{e_unit}/{r_unit}"
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 3 or R.shape[-1] != 3:
+        raise DataError(f"{path}: expected positions of shape [frames, atoms, 3], got {R.shape}")
+    z = np.asarray(z)
+    Z = np.broadcast_to(z, R.shape[:2]) if z.ndim == 1 else z
+    if Z.shape != R.shape[:2]:
+        raise DataError(f"{path}: shape mismatch: atomic numbers {z.shape} vs positions {R.shape}")
+    if E is not None:
+        E = np.asarray(E, dtype=np.float64)
+        if E.size != R.shape[0]:
+            raise DataError(f"{path}: shape mismatch: {E.size} energies for {R.shape[0]} geometries")
+        E = E.reshape(-1) * U.energy_factor(e_unit)
+    if F is not None:
+        F = np.asarray(F, dtype=np.float64)
+        if F.shape != R.shape:
+            raise DataError(f"{path}: shape mismatch: forces {F.shape} vs positions {R.shape}")
+        F = F * U.force_factor(f_unit)
+    R = R * U.length_factor(r_unit)
+    meta.setdefault("name", path.stem)
+    data = Dataset(Z=Z, R=R, E=E, F=F, props=props, units=prop_units, meta=meta)
+    return data.validate(str(path))
+
+
+def write_npz(data: Dataset, path, compress: bool = True) -> None:
+    """Write an sGDML-style npz (R [Å], E [kcal/mol] (n,1), F [kcal/mol/Å], z, name, theory, md5,
+    type='d', r_unit, e_unit) plus `jaxqc_meta` (JSON). Molecules of different composition are
+    written with a per-frame `z` of shape [frames, atoms]."""
+    same = bool(np.all(data.Z == data.Z[:1]))
+    arrays = {
+        "R": data.R, "z": data.Z[0] if same else data.Z,
+        "name": np.array(str(data.meta.get("name", Path(path).stem))),
+        "theory": np.array(str(data.meta.get("theory", "unknown"))),
+        "md5": np.array(data.md5), "type": np.array("d"),
+        "r_unit": np.array("Ang"), "e_unit": np.array("kcal/mol"),
+        "jaxqc_meta": np.array(json.dumps(_jsonable(data.meta))),
+    }
+    if data.E is not None:
+        arrays["E"] = data.E[:, None]
+    if data.F is not None:
+        arrays["F"] = data.F
+    for k, v in data.props.items():
+        arrays[f"prop_{k}"] = v
+    if data.props:
+        arrays["prop_units"] = np.array(json.dumps({k: data.units.get(k, "") for k in data.props}))
+    atomic_savez(path, compress=compress, **arrays)
+
+
+def _jsonable(meta: dict) -> dict:
+    drop = {"source", "format", "file_md5", "parent_md5"}
+    return {k: v for k, v in meta.items() if k not in drop and isinstance(v, (str, int, float, bool, list, dict))}
+
+
+# ---- extended XYZ through ASE --------------------------------------------------------------------
+def _ase_io():
+    try:
+        import ase.io
+    except ImportError:
+        raise JaxqcError("reading extended XYZ needs ASE: pip install 'jaxqc[ase]'") from None
+    return ase.io
+
+
+def read_extxyz(path, energy_unit: str = "eV", force_unit: str | None = None,
+                length_unit: str = "Å", energy_key: str = "energy", forces_key: str = "forces") -> Dataset:
+    """Read an extended XYZ file with ASE. Energies/forces are in the units the user states
+    (default: ASE's eV and eV/Å); they are converted to kcal/mol and kcal/mol/Å once here."""
+    path = Path(path)
+    _check_exists(path)
+    e_fac = U.energy_factor(energy_unit)
+    f_fac = U.force_factor(force_unit or f"{energy_unit}/{length_unit}")
+    r_fac = U.length_factor(length_unit)
+    _check_xyz_text(path)
+    ase_io = _ase_io()
+    try:
+        frames = ase_io.read(path, index=":", format="extxyz")
+    except Exception as err:  # ASE raises many types for malformed files
+        raise FormatError(f"{path}: not a readable extended XYZ file ({type(err).__name__}: {err})") from None
+    if not frames:
+        raise FormatError(f"{path}: no frames")
+    n_max = max(len(a) for a in frames)
+    M = len(frames)
+    Z = np.zeros((M, n_max), np.int32)
+    R = np.zeros((M, n_max, 3))
+    E = np.full(M, np.nan)
+    F = np.zeros((M, n_max, 3))
+    has_e = has_f = True
+    for m, atoms in enumerate(frames):
+        n = len(atoms)
+        Z[m, :n] = atoms.numbers
+        R[m, :n] = atoms.positions
+        e, f = _extxyz_labels(atoms, energy_key, forces_key)
+        has_e &= e is not None
+        has_f &= f is not None
+        if e is not None:
+            E[m] = e
+        if f is not None:
+            F[m, :n] = f
+    meta = {"source": str(path), "format": "extxyz", "name": path.stem,
+            "original_units": {"energy": energy_unit, "forces": force_unit or f"{energy_unit}/{length_unit}",
+                               "length": length_unit}}
+    data = Dataset(Z=Z, R=R * r_fac, E=E * e_fac if has_e else None, F=F * f_fac if has_f else None, meta=meta)
+    return data.validate(str(path))
+
+
+def _extxyz_labels(atoms, energy_key, forces_key):
+    e = atoms.info.get(energy_key)
+    f = atoms.arrays.get(forces_key)
+    if atoms.calc is not None:  # ASE moves energy/forces into a SinglePointCalculator
+        results = getattr(atoms.calc, "results", {})
+        e = results.get("energy", e) if energy_key == "energy" else e
+        f = results.get("forces", f) if forces_key == "forces" else f
+    return e, f
+
+
+def _check_xyz_text(path: Path) -> None:
+    """Catch the common XYZ errors ourselves, with line numbers (ASE's messages rarely have them)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        lineno = 0
+        while True:
+            line = fh.readline()
+            lineno += 1
+            if not line:
+                return
+            if not line.strip():
+                continue
+            try:
+                n = int(line.split()[0])
+            except ValueError:
+                raise FormatError(f"{path}:{lineno}: expected an atom count, got {line.strip()[:40]!r}") from None
+            fh.readline()  # comment line
+            lineno += 1
+            for _ in range(n):
+                line = fh.readline()
+                lineno += 1
+                parts = line.split()
+                if len(parts) < 4:
+                    raise FormatError(f"{path}:{lineno}: expected 'element x y z ...', got {line.strip()[:60]!r}")
+                try:
+                    atomic_number(parts[0])
+                except JaxqcError:
+                    raise DataError(f"{path}:{lineno}: unknown element {parts[0]!r}") from None
+                try:
+                    xyz = [float(v) for v in parts[1:4]]
+                except ValueError:
+                    raise FormatError(f"{path}:{lineno}: expected three coordinates, got {parts[1:4]}") from None
+                if not all(np.isfinite(xyz)):
+                    raise DataError(f"{path}:{lineno}: non-finite (NaN/inf) coordinate {parts[1:4]}")
+
+
+def write_extxyz(data: Dataset, path) -> None:
+    """Write frames as extended XYZ (eV, eV/Å: ASE's convention, stated in each frame's comment)."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    ase_io = _ase_io()
+    frames = []
+    for m in range(len(data)):
+        n = int(data.n_atoms[m])
+        atoms = Atoms(numbers=data.Z[m, :n], positions=data.R[m, :n])
+        results = {}
+        if data.E is not None:
+            results["energy"] = data.E[m] / U.EV_KCAL_MOL
+        if data.F is not None:
+            results["forces"] = data.F[m, :n] / U.EV_KCAL_MOL
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        atoms.info["energy_unit"] = "eV"
+        frames.append(atoms)
+    with atomic_path(path) as tmp:
+        ase_io.write(tmp, frames, format="extxyz")
+
+
+# ---- one entry point -----------------------------------------------------------------------------
+def read(source, energy_unit: str | None = None, force_unit: str | None = None,
+         length_unit: str | None = None) -> Dataset:
+    """Read a data set from a registered name (`qm9`, `ethanol-xtb`) or a path, by its format."""
+    from . import registry
+
+    if registry.is_registered(str(source)):
+        return registry.load(str(source))
+    path = Path(source)
+    _check_exists(path)
+    name = path.name.lower()
+    if path.is_dir() or name.endswith((".tar.bz2", ".tar", ".tar.gz", ".tbz2")):
+        from . import qm9
+        return qm9.read_qm9_xyz(path)
+    if name.endswith(".npz"):
+        return read_npz(path, energy_unit, force_unit, length_unit)
+    if name.endswith((".xyz", ".extxyz")):
+        from . import qm9
+        if qm9.looks_like_qm9_xyz(path):
+            return qm9.read_qm9_xyz(path)
+        return read_extxyz(path, energy_unit or "eV", force_unit, length_unit or "Å")
+    raise FormatError(f"{path}: unsupported format (expected .npz, .xyz/.extxyz, a QM9 folder or tarball, "
+                      f"or a registered name)")
+
+
+def write(data: Dataset, path) -> None:
+    name = str(path).lower()
+    if name.endswith(".npz"):
+        write_npz(data, path)
+    elif name.endswith((".xyz", ".extxyz")):
+        write_extxyz(data, path)
+    else:
+        raise FormatError(f"{path}: unsupported output format (expected .npz or .extxyz)")

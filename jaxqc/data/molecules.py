@@ -1,0 +1,268 @@
+"""Molecules (a padded device batch) and Dataset (a host-side collection with units and provenance).
+
+A Dataset keeps every molecule padded to the data set's largest atom count (`Z == 0` marks padding).
+Batches handed to jitted code are `Molecules` padded to one of a few fixed atom-count buckets and a
+fixed batch size, so a jitted function compiles once per bucket and never again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Iterator, Optional
+
+import flax.struct
+import jax.numpy as jnp
+import numpy as np
+
+from ..elements import SYMBOLS, check_atomic_numbers
+from ..errors import DataError
+
+MIN_DISTANCE_ANG = 0.1  # two atoms closer than this are an error, not a molecule
+
+# units of the per-atom / per-frame labels, fixed inside jaxqc
+UNITS = {"R": "Å", "E": "kcal/mol", "F": "kcal/mol/Å"}
+
+
+@flax.struct.dataclass
+class Molecules:
+    """A padded batch of molecules: a pytree that jitted functions take.
+
+    Z    [batch, n_atoms] int32      atomic numbers, 0 for padding atoms
+    R    [batch, n_atoms, 3]         positions in Å (padding atoms at the origin)
+    mask [batch, n_atoms] bool       True for real atoms
+    mol_mask [batch] bool            True for real molecules (False for batch padding)
+    E    [batch] or None             energies in kcal/mol
+    F    [batch, n_atoms, 3] or None forces in kcal/mol/Å
+    props dict name -> [batch]       per-molecule properties (units in Dataset.units)
+    """
+
+    Z: jnp.ndarray
+    R: jnp.ndarray
+    mask: jnp.ndarray
+    mol_mask: jnp.ndarray
+    E: Optional[jnp.ndarray] = None
+    F: Optional[jnp.ndarray] = None
+    props: dict = flax.struct.field(default_factory=dict)
+
+    @property
+    def n_atoms(self):
+        return self.mask.sum(-1)
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Host-side molecules with labels, units and provenance.
+
+    Z [M, A] int, R [M, A, 3] Å (float64), optional E [M] kcal/mol, F [M, A, 3] kcal/mol/Å,
+    props {name: [M]} with units[name]; meta holds name, theory, source, generator command, ...
+    """
+
+    Z: np.ndarray
+    R: np.ndarray
+    E: Optional[np.ndarray] = None
+    F: Optional[np.ndarray] = None
+    props: dict = dataclasses.field(default_factory=dict)
+    units: dict = dataclasses.field(default_factory=dict)
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.Z = np.asarray(self.Z).astype(np.int32)
+        self.R = np.asarray(self.R, dtype=np.float64)
+        if self.E is not None:
+            self.E = np.asarray(self.E, dtype=np.float64).reshape(-1)
+        if self.F is not None:
+            self.F = np.asarray(self.F, dtype=np.float64)
+        self.props = {k: np.asarray(v) for k, v in self.props.items()}
+        self.units = {**UNITS, **self.units}
+
+    # ---- basic facts -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.R.shape[0]
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        """[M] number of real atoms per molecule."""
+        return (self.Z > 0).sum(-1)
+
+    @property
+    def max_atoms(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def elements(self) -> list[str]:
+        return [SYMBOLS[z] for z in np.unique(self.Z) if z > 0]
+
+    @property
+    def labels(self) -> list[str]:
+        out = [k for k in ("E", "F") if getattr(self, k) is not None]
+        return out + sorted(self.props)
+
+    @property
+    def md5(self) -> str:
+        """Content hash of the arrays (Z, R, E, F, props), independent of the file format."""
+        h = hashlib.md5()
+        for arr in (self.Z, self.R, self.E, self.F):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        for k in sorted(self.props):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(self.props[k]).tobytes())
+        return h.hexdigest()
+
+    def subset(self, idx) -> "Dataset":
+        idx = np.asarray(idx)
+        return Dataset(
+            Z=self.Z[idx], R=self.R[idx],
+            E=None if self.E is None else self.E[idx],
+            F=None if self.F is None else self.F[idx],
+            props={k: v[idx] for k, v in self.props.items()},
+            units=dict(self.units), meta={**self.meta, "parent_md5": self.md5},
+        )
+
+    def summary(self) -> dict:
+        """Plain-JSON description: counts, elements, labels with units, theory, md5."""
+        n = self.n_atoms
+        return {
+            "name": self.meta.get("name"),
+            "source": self.meta.get("source"),
+            "n_molecules": int(len(self)),
+            "n_atoms": {"min": int(n.min()), "max": int(n.max())} if len(self) else None,
+            "elements": self.elements,
+            "labels": {k: self.units.get(k, "") for k in self.labels},
+            "units": {k: self.units[k] for k in ["R", *self.labels] if k in self.units},
+            "theory": self.meta.get("theory"),
+            "md5": self.md5,
+            **{k: self.meta[k] for k in ("temperature_k", "dt_fs", "command", "engine") if k in self.meta},
+        }
+
+    def validate(self, source: str = "") -> "Dataset":
+        validate_arrays(self.Z, self.R, self.E, self.F, source=source)
+        return self
+
+    # ---- device batches ----------------------------------------------------------------------
+    def molecules(self, idx=None, n_atoms_pad: Optional[int] = None, batch_pad: Optional[int] = None,
+                  dtype=jnp.float32) -> Molecules:
+        """A padded `Molecules` batch of the molecules `idx` (all by default)."""
+        idx = np.arange(len(self)) if idx is None else np.asarray(idx)
+        b = len(idx)
+        b_pad = b if batch_pad is None else batch_pad
+        a = int(self.n_atoms[idx].max()) if b else 1
+        a_pad = a if n_atoms_pad is None else n_atoms_pad
+        if b_pad < b or a_pad < a:
+            raise DataError(f"padding ({b_pad} molecules x {a_pad} atoms) smaller than the batch ({b} x {a})")
+        a_keep = min(a_pad, self.max_atoms)
+        Z = np.zeros((b_pad, a_pad), np.int32)
+        R = np.zeros((b_pad, a_pad, 3))
+        Z[:b, :a_keep] = self.Z[idx, :a_keep]
+        R[:b, :a_keep] = self.R[idx, :a_keep]
+        mol_mask = np.arange(b_pad) < b
+        E = F = None
+        if self.E is not None:
+            E = np.zeros(b_pad)
+            E[:b] = self.E[idx]
+        if self.F is not None:
+            F = np.zeros((b_pad, a_pad, 3))
+            F[:b, :a_keep] = self.F[idx, :a_keep]
+        props = {}
+        for k, v in self.props.items():
+            p = np.zeros((b_pad,) + v.shape[1:], v.dtype)
+            p[:b] = v[idx]
+            props[k] = jnp.asarray(p, dtype if np.issubdtype(v.dtype, np.floating) else None)
+        cast = lambda x: None if x is None else jnp.asarray(x, dtype)  # noqa: E731
+        return Molecules(Z=jnp.asarray(Z), R=cast(R), mask=jnp.asarray(Z > 0), mol_mask=jnp.asarray(mol_mask),
+                         E=cast(E), F=cast(F), props=props)
+
+
+def validate_arrays(Z, R, E=None, F=None, source: str = "") -> None:
+    """Check shapes, elements and geometry; raise DataError with `source` in the message."""
+    pre = f"{source}: " if source else ""
+    Z, R = np.asarray(Z), np.asarray(R)
+    if Z.ndim != 2 or R.ndim != 3 or R.shape[-1] != 3:
+        raise DataError(f"{pre}expected Z [molecules, atoms] and R [molecules, atoms, 3], got Z{Z.shape} R{R.shape}")
+    if R.shape[:2] != Z.shape:
+        raise DataError(f"{pre}shape mismatch: R{R.shape} does not match Z{Z.shape}")
+    if E is not None and np.asarray(E).reshape(-1).shape[0] != R.shape[0]:
+        raise DataError(f"{pre}shape mismatch: {np.asarray(E).size} energies for {R.shape[0]} geometries")
+    if F is not None and np.asarray(F).shape != R.shape:
+        raise DataError(f"{pre}shape mismatch: forces {np.asarray(F).shape} do not match positions {R.shape}")
+    check_atomic_numbers(Z, pre)
+    real = Z > 0
+    if not np.all(np.isfinite(R[real])):
+        m = int(np.argwhere(~np.isfinite(R) & real[..., None])[0, 0])
+        raise DataError(f"{pre}non-finite (NaN/inf) coordinates in molecule {m}")
+    for name, arr in (("energies", E), ("forces", F)):
+        if arr is not None and not np.all(np.isfinite(np.asarray(arr)[real] if name == "forces" else arr)):
+            raise DataError(f"{pre}non-finite (NaN/inf) {name}")
+    m, i, j, d = closest_pair(Z, R)
+    if d < MIN_DISTANCE_ANG:
+        raise DataError(f"{pre}atoms {i} and {j} of molecule {m} are {d:.3g} Å apart "
+                        f"(closer than {MIN_DISTANCE_ANG} Å: overlapping atoms or wrong length unit)")
+
+
+def closest_pair(Z, R, chunk: int = 4096):
+    """(molecule, i, j, distance in Å) of the closest pair of real atoms over all molecules."""
+    best = (0, 0, 0, np.inf)
+    for s in range(0, len(R), chunk):
+        r, z = R[s:s + chunk], Z[s:s + chunk] > 0
+        d = np.linalg.norm(r[:, :, None] - r[:, None], axis=-1)
+        ok = z[:, :, None] & z[:, None, :] & ~np.eye(z.shape[1], dtype=bool)
+        d = np.where(ok, d, np.inf)
+        k = int(np.argmin(d))
+        if d.flat[k] < best[3]:
+            m, i, j = np.unravel_index(k, d.shape)
+            best = (s + int(m), int(i), int(j), float(d.flat[k]))
+    return best
+
+
+# ---- splits ----------------------------------------------------------------------------------
+def random_split(n: int, sizes: dict, seed: int = 0) -> dict:
+    """Disjoint index arrays {name: idx} of the given sizes from a seeded permutation of range(n).
+
+    Splits are taken in the order given, so a larger later split keeps the earlier ones fixed.
+    A size of None takes all that is left.
+    """
+    perm = np.random.default_rng(seed).permutation(n)
+    out, start = {}, 0
+    for name, size in sizes.items():
+        size = n - start if size is None else int(size)
+        if size < 0 or start + size > n:
+            raise DataError(f"split sizes {sizes} need more than the {n} molecules available")
+        out[name] = np.sort(perm[start:start + size])
+        start += size
+    return out
+
+
+# ---- fixed padding buckets ---------------------------------------------------------------------
+def atom_buckets(n_atoms, n_buckets: int = 3, multiple: int = 4) -> tuple:
+    """A few atom-count bucket sizes covering `n_atoms`: quantiles rounded up to `multiple`."""
+    n_atoms = np.asarray(n_atoms)
+    qs = np.quantile(n_atoms, np.linspace(0, 1, n_buckets + 1)[1:], method="higher")
+    sizes = sorted({int(-(-q // multiple) * multiple) for q in qs})
+    return tuple(sizes)
+
+
+def bucket_of(n_atoms, buckets) -> np.ndarray:
+    """Index of the smallest bucket that holds each molecule."""
+    b = np.searchsorted(np.asarray(buckets), np.asarray(n_atoms), side="left")
+    if np.any(b >= len(buckets)):
+        raise DataError(f"molecule with {int(np.max(n_atoms))} atoms does not fit the largest bucket {buckets[-1]}")
+    return b
+
+
+def batches(data: Dataset, idx, batch_size: int, buckets=None, shuffle: bool = False, seed: int = 0,
+            dtype=jnp.float32) -> Iterator[Molecules]:
+    """Yield `Molecules` batches of exactly `batch_size` (last ones padded, mol_mask False) whose atom
+    dimension is one of `buckets`; molecules are grouped by bucket so padding stays small."""
+    idx = np.asarray(idx)
+    buckets = atom_buckets(data.n_atoms[idx]) if buckets is None else tuple(buckets)
+    which = bucket_of(data.n_atoms[idx], buckets)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(idx)) if shuffle else np.arange(len(idx))
+    chunks = []
+    for b in range(len(buckets)):
+        members = idx[order][which[order] == b]
+        chunks += [(b, members[s:s + batch_size]) for s in range(0, len(members), batch_size)]
+    if shuffle:
+        chunks = [chunks[k] for k in rng.permutation(len(chunks))]
+    for b, members in chunks:
+        yield data.molecules(members, n_atoms_pad=buckets[b], batch_pad=batch_size, dtype=dtype)
