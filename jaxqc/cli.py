@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", help="what to download (see `jaxqc data download --list`)", nargs="?")
     dl.add_argument("--dest", default=None, help="folder to put the file in (default: $JAXQC_CACHE)")
     dl.add_argument("--list", action="store_true", help="list what can be downloaded")
+    dl.add_argument("--sha256", help="expected SHA-256 of the file (checked before it is kept)")
     return parser
 
 
@@ -119,7 +120,7 @@ def cmd_data_download(args) -> int:
         for name, entry in download.SOURCES.items():
             print(f"{name:24s} {entry['description']}")
         return 0
-    path = download.download(args.name, dest=args.dest)
+    path = download.download(args.name, dest=args.dest, sha256=args.sha256)
     print(f"{args.name}: {path}")
     return 0
 

@@ -106,7 +106,7 @@ def read_npz(path, energy_unit: str | None = None, force_unit: str | None = None
     if R.ndim != 3 or R.shape[-1] != 3:
         raise DataError(f"{path}: expected positions of shape [frames, atoms, 3], got {R.shape}")
     z = np.asarray(z)
-    Z = np.broadcast_to(z, R.shape[:2]) if z.ndim == 1 else z
+    Z = np.broadcast_to(z, R.shape[:2]) if z.ndim == 1 and z.shape[0] == R.shape[1] else z
     if Z.shape != R.shape[:2]:
         raise DataError(f"{path}: shape mismatch: atomic numbers {z.shape} vs positions {R.shape}")
     if E is not None:
