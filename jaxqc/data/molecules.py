@@ -95,7 +95,7 @@ class Dataset:
     @property
     def labels(self) -> list[str]:
         out = [k for k in ("E", "F") if getattr(self, k) is not None]
-        return out + sorted(self.props)
+        return out + sorted(k for k in self.props if k != "index")
 
     @property
     def md5(self) -> str:
@@ -116,7 +116,9 @@ class Dataset:
             E=None if self.E is None else self.E[idx],
             F=None if self.F is None else self.F[idx],
             props={k: v[idx] for k, v in self.props.items()},
-            units=dict(self.units), meta={**self.meta, "parent_md5": self.md5},
+            units=dict(self.units),
+            meta={**{k: v for k, v in self.meta.items() if k != "md5"},
+                  "parent_md5": self.meta.get("md5") or self.md5},
         )
 
     def summary(self) -> dict:

@@ -1,0 +1,231 @@
+"""Kernel ridge regression of molecular properties (Rupp 2012; Hansen 2015; Faber 2017).
+
+alpha = (K + lambda I)^-1 (y - mean), prediction y* = K(x*, X) alpha + mean. All targets are fitted at
+once from one Cholesky factorisation (float64) with a multi-column right-hand side. sigma and lambda are
+chosen on a validation split from a grid; one distance matrix serves every sigma, one kernel every lambda.
+Extensive energies (U0, U, H, G) are fitted as atomization energies (total minus QM9's free-atom
+energies) and the atom energies are added back at prediction, so MAEs on total and atomization
+energies are the same number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from ..data.molecules import Dataset
+from ..elements import qm9_atom_reference_kcal_mol
+from ..errors import DataError, JaxqcError
+from ..representations.bob import bag_of_bonds, bag_sizes, check_fits
+from ..representations.coulomb import coulomb_eigenvalues, sorted_coulomb_matrix
+from .base import distance_kind, kernel_from_distances, pairwise_distances
+
+REPRESENTATIONS = ("cm", "cm-eigen", "bob")
+ATOMIZED = ("U0", "U", "H", "G")  # fitted as atomization energies
+
+
+@dataclasses.dataclass(frozen=True)
+class KRRConfig:
+    representation: str = "cm"
+    kernel: str = "laplacian"
+    targets: tuple = ("U0",)
+    sigmas: tuple = (25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+    lambdas: tuple = (1e-10, 1e-8, 1e-6)
+    select_on: str | None = None  # target whose validation MAE picks (sigma, lambda); default: the first
+    block_mb: float = 64.0
+
+
+# ---- representations over a Dataset ------------------------------------------------------------
+def represent(data: Dataset, representation: str, bags=None, chunk: int = 4096) -> tuple[np.ndarray, tuple]:
+    """[M, D] float64 representation of every molecule (jit over fixed-size chunks). Returns (X, bags)."""
+    if representation not in REPRESENTATIONS:
+        raise JaxqcError(f"unknown representation {representation!r}; expected one of {REPRESENTATIONS}")
+    if representation == "bob":
+        bags = bag_sizes(data.Z) if bags is None else tuple(tuple(b) for b in bags)
+        check_fits(data.Z, bags)
+    fn = {"cm": sorted_coulomb_matrix, "cm-eigen": coulomb_eigenvalues,
+          "bob": lambda Z, R: bag_of_bonds(Z, R, bags)}[representation]
+    with jax.enable_x64(True):
+        f = jax.jit(fn)
+        out = []
+        for s in range(0, len(data), chunk):
+            Z, R = data.Z[s:s + chunk], data.R[s:s + chunk]
+            n = len(Z)
+            if n < chunk and len(data) > chunk:  # pad the last chunk: one compilation
+                Z = np.concatenate([Z, np.repeat(Z[:1], chunk - n, 0)])
+                R = np.concatenate([R, np.repeat(R[:1], chunk - n, 0)])
+            out.append(np.asarray(f(jnp.asarray(Z), jnp.asarray(R, jnp.float64)))[:n])
+    return np.concatenate(out).astype(np.float64), bags
+
+
+def target_matrix(data: Dataset, targets) -> np.ndarray:
+    """[M, T] fit targets: atomization energies for U0/U/H/G, the raw property otherwise."""
+    cols = []
+    for t in targets:
+        if t not in data.props:
+            raise DataError(f"target {t!r} not in the data set (available: {', '.join(sorted(data.props))})")
+        y = np.asarray(data.props[t], np.float64)
+        if t in ATOMIZED:
+            y = y - qm9_atom_reference_kcal_mol(data.Z, t)
+        cols.append(y)
+    return np.stack(cols, 1)
+
+
+def _offset(data: Dataset, targets) -> np.ndarray:
+    """[M, T] what target_matrix subtracted (atom energies), to add back at prediction."""
+    return np.stack([qm9_atom_reference_kcal_mol(data.Z, t) if t in ATOMIZED else np.zeros(len(data))
+                     for t in targets], 1)
+
+
+# ---- fit -------------------------------------------------------------------------------------
+def cholesky_solve(K: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
+    """alpha = (K + lam I)^-1 Y by Cholesky in float64 (K is overwritten)."""
+    K[np.diag_indices_from(K)] += lam
+    try:
+        c = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        raise JaxqcError(f"kernel matrix is not positive definite at lambda={lam:g}; raise lambda") from None
+    return scipy.linalg.cho_solve(c, Y, check_finite=False)
+
+
+def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = False) -> dict:
+    """Grid search over (sigma, lambda) on the validation set, returning the best model's arrays and
+    the full grid of validation MAEs [n_sigma, n_lambda, T]."""
+    kind = distance_kind(config.kernel)
+    sel = config.targets.index(config.select_on) if config.select_on else 0
+    timings = {}
+    t = time.perf_counter()
+    D_train = pairwise_distances(X_train, X_train, kind, config.block_mb,
+                                 progress="train kernel" if progress else None)
+    D_valid = pairwise_distances(X_valid, X_train, kind, config.block_mb,
+                                 progress="validation kernel" if progress else None)
+    timings["distances_s"] = time.perf_counter() - t
+    mean = Y_train.mean(0)
+    grid = np.full((len(config.sigmas), len(config.lambdas), Y_train.shape[1]), np.inf)
+    best = None
+    t = time.perf_counter()
+    for i, sigma in enumerate(config.sigmas):
+        K = kernel_from_distances(D_train, config.kernel, sigma)
+        Kv = kernel_from_distances(D_valid, config.kernel, sigma)
+        for j, lam in enumerate(config.lambdas):
+            Kc = K.copy() if j < len(config.lambdas) - 1 else K
+            try:
+                alpha = cholesky_solve(Kc, Y_train - mean, lam)
+            except JaxqcError:
+                continue
+            mae = np.abs(Kv @ alpha + mean - Y_valid).mean(0)
+            grid[i, j] = mae
+            if best is None or mae[sel] < grid[best[0], best[1], sel]:
+                best = (i, j, alpha)
+            if progress:
+                print(f"  sigma={sigma:g} lambda={lam:g}: validation MAE {mae[sel]:.4g}", file=sys.stderr)
+    timings["grid_solves_s"] = time.perf_counter() - t
+    if best is None:
+        raise JaxqcError("no (sigma, lambda) on the grid gave a positive-definite kernel")
+    i, j, alpha = best
+    return {"alpha": alpha, "mean": mean, "sigma": config.sigmas[i], "lambda": config.lambdas[j],
+            "grid_mae": grid, "timings": timings}
+
+
+def fit_fixed(X_train, Y_train, config: KRRConfig, sigma: float, lam: float) -> dict:
+    """One fit at fixed (sigma, lambda): distances, kernel, Cholesky; timed per stage."""
+    t0 = time.perf_counter()
+    D = pairwise_distances(X_train, X_train, distance_kind(config.kernel), config.block_mb)
+    t1 = time.perf_counter()
+    K = kernel_from_distances(D, config.kernel, sigma)
+    del D
+    mean = Y_train.mean(0)
+    alpha = cholesky_solve(K, Y_train - mean, lam)
+    t2 = time.perf_counter()
+    return {"alpha": alpha, "mean": mean, "sigma": sigma, "lambda": lam,
+            "timings": {"kernel_s": t1 - t0, "solve_s": t2 - t1}}
+
+
+def predict(X, X_train, alpha, mean, config: KRRConfig, sigma: float, progress: bool = False) -> np.ndarray:
+    """[M, T] predictions of the fitted targets (before adding atom energies back)."""
+    D = pairwise_distances(X, X_train, distance_kind(config.kernel), config.block_mb,
+                           progress="prediction kernel" if progress else None)
+    return kernel_from_distances(D, config.kernel, sigma) @ alpha + mean
+
+
+# ---- the model: train on a Dataset, save, load, evaluate ------------------------------------------
+def default_split(data: Dataset, n_train: int, n_valid: int | None = None, seed: int = 0) -> dict:
+    """QM9: the fixed protocol (10k test, 2k validation, nested training prefixes). Other data: a
+    seeded random split with 10% test and (by default) 10% validation."""
+    from ..data.molecules import random_split
+    from ..data.qm9 import N_QM9, qm9_protocol_split
+
+    if data.meta.get("name") == "qm9" and len(data) == N_QM9:
+        split = qm9_protocol_split(len(data), seed=seed)
+        split["protocol"] = f"qm9 fixed split (seed {seed}: 10,000 test, 2,000 validation)"
+        if n_valid is not None:
+            split["valid"] = split["valid"][:n_valid]
+    else:
+        n_test = max(1, len(data) // 10)
+        nv = n_valid if n_valid is not None else max(1, len(data) // 10)
+        split = random_split(len(data), {"test": n_test, "valid": nv, "train": None}, seed=seed)
+        split["protocol"] = f"random split (seed {seed})"
+    if n_train > len(split["train"]):
+        raise DataError(f"--n-train {n_train} is more than the {len(split['train'])} training molecules available")
+    split["train"] = split["train"][:n_train]
+    return split
+
+
+def train_krr(data: Dataset, config: KRRConfig, n_train: int, n_valid: int | None = None, seed: int = 0,
+              progress: bool = False) -> dict:
+    """Represent, grid-search (sigma, lambda) on the validation split, and return a model dict."""
+    split = default_split(data, n_train, n_valid, seed)
+    t0 = time.perf_counter()
+    X, bags = represent(data.subset(np.concatenate([split["train"], split["valid"]])), config.representation)
+    n = len(split["train"])
+    Y = target_matrix(data.subset(split["train"]), config.targets)
+    Yv = target_matrix(data.subset(split["valid"]), config.targets)
+    t_rep = time.perf_counter() - t0
+    model = fit(X[:n], Y, X[n:], Yv, config, progress=progress)
+    model["timings"]["representation_s"] = t_rep
+    model.update(X_train=X[:n], bags=bags, config=config, split=split, dataset_md5=data.md5,
+                 dataset_name=data.meta.get("name"), units={t: data.units.get(t, "") for t in config.targets})
+    return model
+
+
+def save_krr(model: dict, path) -> None:
+    from ..potential import save_model
+
+    cfg = dataclasses.asdict(model["config"])
+    params = {"alpha": model["alpha"], "mean": model["mean"], "X_train": model["X_train"]}
+    config = {**cfg, "sigma": model["sigma"], "lambda": model["lambda"],
+              "bags": [list(b) for b in model["bags"]] if model["bags"] else None,
+              "grid_mae": np.asarray(model["grid_mae"]).tolist()}
+    split = model["split"]
+    prov = {"dataset_md5": model["dataset_md5"], "dataset_name": model["dataset_name"],
+            "protocol": split["protocol"], "train_idx": np.asarray(split["train"]),
+            "valid_idx": np.asarray(split["valid"]), "test_idx": np.asarray(split["test"]),
+            "timings": model["timings"]}
+    save_model(path, "krr", params, config, prov, model["units"])
+
+
+def load_krr(path) -> dict:
+    from ..potential import load_model
+
+    kind, params, header = load_model(path)
+    if kind != "krr":
+        raise JaxqcError(f"{path}: a {kind} model, not a KRR model")
+    cfg = dict(header["config"])
+    extra = {k: cfg.pop(k) for k in ("sigma", "lambda", "bags", "grid_mae")}
+    config = KRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    bags = tuple(tuple(b) for b in extra["bags"]) if extra["bags"] else None
+    return {**params, "config": config, "sigma": extra["sigma"], "lambda": extra["lambda"], "bags": bags,
+            "provenance": header["provenance"], "units": header["units"]}
+
+
+def predict_dataset(model: dict, data: Dataset, progress: bool = False) -> dict:
+    """{target: [M] predictions in the target's unit} for every molecule of `data`."""
+    X, _ = represent(data, model["config"].representation, bags=model["bags"])
+    Yf = predict(X, model["X_train"], model["alpha"], model["mean"], model["config"], model["sigma"], progress)
+    Yf = Yf + _offset(data, model["config"].targets)
+    return {t: Yf[:, k] for k, t in enumerate(model["config"].targets)}
