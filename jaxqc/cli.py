@@ -15,6 +15,8 @@ import shlex
 import sys
 import time
 
+import numpy as np
+
 
 def _add_units(p):
     p.add_argument("--energy-unit", help="unit of energies in the file (kcal/mol, eV, meV, Ha, kJ/mol)")
@@ -59,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--dest", default=None, help="folder to put the file in (default: $JAXQC_CACHE)")
     dl.add_argument("--list", action="store_true", help="list what can be downloaded")
     dl.add_argument("--sha256", help="expected SHA-256 of the file (checked before it is kept)")
+    train = sub.add_parser("train", help="train a model")
+    train.add_argument("method", choices=["krr"], help="krr: kernel ridge regression of molecular properties")
+    train.add_argument("--data", required=True, help="registered name (qm9) or file with per-molecule properties")
+    train.add_argument("--representation", default="cm", choices=["cm", "cm-eigen", "bob"])
+    train.add_argument("--kernel", default="laplacian", choices=["laplacian", "gaussian"])
+    train.add_argument("--target", action="append", default=None,
+                       help="target property (repeat for several; 'all' for every QM9 target); default U0")
+    train.add_argument("--n-train", type=int, required=True)
+    train.add_argument("--n-valid", type=int, default=None, help="validation molecules for the grid (QM9: 2000)")
+    train.add_argument("--sigma-grid", type=float, nargs="+", default=None, help="kernel widths to try")
+    train.add_argument("--lambda-grid", type=float, nargs="+", default=None, help="regularisers to try")
+    train.add_argument("--seed", type=int, default=0, help="split seed")
+    train.add_argument("--out", required=True, help="model file to write (.npz)")
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
+    ev.add_argument("model")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test", choices=["test", "valid", "train", "all"],
+                    help="which molecules: the split saved with the model, or all of --data")
+    ev.add_argument("--json", action="store_true")
     return parser
 
 
@@ -79,7 +101,13 @@ def cmd_data_info(args) -> int:
     print(f"{summary['name']}: {summary['n_molecules']} molecules, {n['min']}-{n['max']} atoms, "
           f"elements {' '.join(summary['elements'])}")
     print(f"  labels: " + ", ".join(f"{k} [{u}]" for k, u in summary["labels"].items()))
-    for key in ("theory", "temperature_k", "dt_fs", "engine", "command", "md5", "source"):
+    stats = summary["statistics"]
+    if "E" in stats:
+        e = stats["E"]
+        print(f"  energy: mean {e['mean']:.2f}, std {e['std']:.2f}, range {e['min']:.2f} .. {e['max']:.2f} kcal/mol")
+    if "F" in stats:
+        print(f"  forces: rms {stats['F']['rms']:.2f}, max |F| {stats['F']['max_abs']:.2f} kcal/mol/Å")
+    for key in ("theory", "temperature_k", "dt_fs", "seed", "engine", "command", "md5", "source"):
         if summary.get(key) is not None:
             print(f"  {key}: {summary[key]}")
     return 0
@@ -125,11 +153,70 @@ def cmd_data_download(args) -> int:
     return 0
 
 
+ALL_QM9_TARGETS = ("U0", "U", "H", "G", "HOMO", "LUMO", "gap", "ZPVE", "mu", "alpha", "R2", "Cv")
+
+
+def cmd_train(args) -> int:
+    from .data import io
+    from .kernels import krr
+
+    targets = tuple(args.target or ["U0"])
+    if "all" in targets:
+        targets = ALL_QM9_TARGETS
+    kw = {}
+    if args.sigma_grid:
+        kw["sigmas"] = tuple(args.sigma_grid)
+    if args.lambda_grid:
+        kw["lambdas"] = tuple(args.lambda_grid)
+    config = krr.KRRConfig(representation=args.representation, kernel=args.kernel, targets=targets, **kw)
+    data = io.read(args.data)
+    t0 = time.perf_counter()
+    model = krr.train_krr(data, config, args.n_train, args.n_valid, args.seed, progress=True)
+    krr.save_krr(model, args.out)
+    print(f"trained KRR ({config.representation}, {config.kernel}) on {args.n_train} molecules in "
+          f"{time.perf_counter() - t0:.1f} s: sigma={model['sigma']:g}, lambda={model['lambda']:g}; "
+          f"validation MAE " + ", ".join(f"{t} {m:.4g} {model['units'][t]}" for t, m in
+                                          zip(targets, model["grid_mae"].min(axis=(0, 1)))))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _metrics(pred, true, unit) -> dict:
+    err = np.asarray(pred) - np.asarray(true)
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "unit": unit}
+
+
+def cmd_evaluate(args) -> int:
+    from .data import io
+    from .errors import JaxqcError
+    from .kernels import krr
+
+    model = krr.load_krr(args.model)
+    data = io.read(args.data)
+    prov = model["provenance"]
+    if args.split != "all":
+        if data.md5 != prov["dataset_md5"] and data.meta.get("md5") != prov["dataset_md5"]:
+            raise JaxqcError(f"{args.data} is not the data set the model was trained on (md5 {data.md5} vs "
+                             f"{prov['dataset_md5']}); use --split all to evaluate on all of it")
+        data = data.subset(prov[f"{args.split}_idx"])
+    pred = krr.predict_dataset(model, data, progress=not args.json)
+    result = {t: _metrics(pred[t], data.props[t], model["units"][t]) for t in pred}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{len(data)} molecules ({args.split})")
+        for t, m in result.items():
+            print(f"  {t:6s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+    return 0
+
+
 COMMANDS = {
     ("data", "info"): cmd_data_info,
     ("data", "convert"): cmd_data_convert,
     ("data", "generate"): cmd_data_generate,
     ("data", "download"): cmd_data_download,
+    ("train", None): cmd_train,
+    ("evaluate", None): cmd_evaluate,
 }
 
 

@@ -132,10 +132,24 @@ class Dataset:
             "elements": self.elements,
             "labels": {k: self.units.get(k, "") for k in self.labels},
             "units": {k: self.units[k] for k in ["R", *self.labels] if k in self.units},
+            "n_frames": int(len(self)) if len(self) and np.all(self.Z == self.Z[:1]) else None,
             "theory": self.meta.get("theory"),
-            "md5": self.md5,
-            **{k: self.meta[k] for k in ("temperature_k", "dt_fs", "command", "engine") if k in self.meta},
+            "md5": self.meta.get("md5") or self.md5,
+            "statistics": self.statistics(),
+            **{k: self.meta[k] for k in ("temperature_k", "dt_fs", "seed", "command", "engine", "protocol")
+               if k in self.meta},
         }
+
+    def statistics(self) -> dict:
+        """Mean, std, min, max of the energies, and the RMS force component (kcal/mol, kcal/mol/Å)."""
+        out = {}
+        if self.E is not None and len(self):
+            out["E"] = {"mean": float(self.E.mean()), "std": float(self.E.std()), "min": float(self.E.min()),
+                        "max": float(self.E.max())}
+        if self.F is not None and len(self):
+            real = self.Z > 0
+            out["F"] = {"rms": float(np.sqrt(np.mean(self.F[real] ** 2))), "max_abs": float(np.abs(self.F[real]).max())}
+        return out
 
     def validate(self, source: str = "") -> "Dataset":
         validate_arrays(self.Z, self.R, self.E, self.F, source=source)
