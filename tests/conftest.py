@@ -38,3 +38,19 @@ def random_rotation(rng: np.random.Generator, inversion: bool = False) -> np.nda
     if np.linalg.det(q) < 0:
         q[:, 0] *= -1
     return -q if inversion else q
+
+
+@pytest.fixture(scope="session")
+def qm9_full_cache(tmp_path_factory):
+    """All of QM9 converted once per test session into a temporary cache: (cache_dir, data, seconds)."""
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("qm9pack") is None:
+        pytest.skip("qm9pack not installed (pip install 'jaxqc[qm9]')")
+    from jaxqc.data import qm9
+
+    cache_dir = tmp_path_factory.mktemp("jaxqc_cache")
+    t0 = time.perf_counter()
+    data = qm9.load_qm9(cache=cache_dir / qm9.CACHE_NAME)
+    return cache_dir, data, time.perf_counter() - t0

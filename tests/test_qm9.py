@@ -288,15 +288,10 @@ def test_bad_csv_names_file_and_line(small_qm9pack, tmp_path):
 
 # ---- the full QM9 (one conversion, ~10 s here) ------------------------------------------------------
 @pytest.fixture(scope="module")
-def full_qm9(tmp_path_factory):
-    _qm9pack_dir()
-    cache_dir = tmp_path_factory.mktemp("jaxqc_cache")
-    t0 = time.perf_counter()
-    data = load_qm9(cache=cache_dir / qm9.CACHE_NAME)
-    return cache_dir, data, time.perf_counter() - t0
+def full_qm9(qm9_full_cache):
+    return qm9_full_cache
 
 
-@pytest.mark.slow
 def test_full_qm9(full_qm9):
     cache_dir, data, _ = full_qm9
     assert len(data) == 130_831
@@ -323,7 +318,6 @@ def test_full_qm9(full_qm9):
     assert np.all(data.props["U0_atom"] < 0) and np.all(data.props["U0"] < data.props["U0_atom"])
 
 
-@pytest.mark.slow
 def test_full_qm9_cached_load_is_identical(full_qm9, monkeypatch, capsys):
     cache_dir, data, _ = full_qm9
     cache = cache_dir / qm9.CACHE_NAME
@@ -344,7 +338,6 @@ def test_full_qm9_cached_load_is_identical(full_qm9, monkeypatch, capsys):
     assert summary["theory"] == "B3LYP/6-31G(2df,p)" and summary["md5"] == data.meta["md5"]
 
 
-@pytest.mark.slow
 def test_full_qm9_corrupt_cache(full_qm9, tmp_path):
     cache_dir, _, _ = full_qm9
     blob = (cache_dir / qm9.CACHE_NAME).read_bytes()

@@ -26,7 +26,14 @@ def distance_kind(kernel: str) -> str:
 
 @jax.jit
 def _l1_block(X, Y):
-    return jnp.sum(jnp.abs(X[:, None, :] - Y[None, :, :]), axis=-1)  # [rows, cols]
+    """[rows, cols] L1 distances, accumulated one feature at a time (a scan over D): XLA then keeps the
+    [rows, cols] accumulator vectorised instead of reducing the innermost axis of [rows, cols, D]."""
+    def add(acc, xy):
+        x, y = xy  # [rows], [cols]
+        return acc + jnp.abs(x[:, None] - y[None, :]), None
+
+    acc0 = jnp.zeros((X.shape[0], Y.shape[0]), X.dtype)
+    return jax.lax.scan(add, acc0, (X.T, Y.T))[0]
 
 
 @jax.jit
@@ -42,20 +49,24 @@ def pairwise_distances(X, Y, kind: str, block_mb: float = 64.0, progress: str | 
     n, m, dim = X.shape[0], Y.shape[0], X.shape[1]
     out = np.empty((n, m), dtype=X.dtype)
     if kind == "l1":
-        # [rows, cols, dim] difference tensor within the budget; square-ish, multiples of 64
-        elems = block_mb * 2**20 / X.dtype.itemsize
-        side = max(64, int(np.sqrt(elems / dim)) // 64 * 64)
+        # a [rows, cols] accumulator within the budget; square-ish, multiples of 64
+        elems = block_mb * 2**20 / X.dtype.itemsize / 4
+        side = max(64, min(1024, int(np.sqrt(elems)) // 64 * 64))
         rows, cols = side, side
         fn = _l1_block
     elif kind == "sqeuclidean":
         rows, cols, fn = 4096, 4096, _sq_block
     else:
         raise ValueError(f"unknown distance {kind!r}")
+    symmetric = X is Y or (n == m and rows == cols and np.shares_memory(X, Y) and np.array_equal(X, Y))
     Yd = [jnp.asarray(Y[j:j + cols]) for j in range(0, m, cols)]
     t0, last = time.perf_counter(), 0.0
     for i in range(0, n, rows):
         Xi = jnp.asarray(X[i:i + rows])
         for jb, j in enumerate(range(0, m, cols)):
+            if symmetric and j < i:  # D(X, X) is symmetric: copy the block computed above the diagonal
+                out[i:i + rows, j:j + cols] = out[j:j + cols, i:i + rows].T
+                continue
             out[i:i + rows, j:j + cols] = np.asarray(fn(Xi, Yd[jb]))
         now = time.perf_counter()
         if progress and (now - last > 2.0 or i + rows >= n):
