@@ -80,11 +80,12 @@ def pairwise_distances(X, Y, kind: str, block_mb: float = 64.0, progress: str | 
     return out
 
 
-def kernel_from_distances(D: np.ndarray, kernel: str, sigma: float) -> np.ndarray:
-    """Laplacian exp(-D_l1 / sigma) or Gaussian exp(-D_sq / (2 sigma^2)), in place of a copy of D."""
+def kernel_from_distances(D: np.ndarray, kernel: str, sigma: float, inplace: bool = False) -> np.ndarray:
+    """Laplacian exp(-D_l1 / sigma) or Gaussian exp(-D_sq / (2 sigma^2)); overwrites D if `inplace`
+    (the large-N route: one N x N array instead of two)."""
     scale = -1.0 / sigma if kernel == "laplacian" else -0.5 / sigma**2
     distance_kind(kernel)
-    K = np.multiply(D, scale)
+    K = np.multiply(D, scale, out=D if inplace else None)
     np.exp(K, out=K)
     return K
 

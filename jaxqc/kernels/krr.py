@@ -132,17 +132,51 @@ def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = 
             "grid_mae": grid, "timings": timings}
 
 
-def fit_fixed(X_train, Y_train, config: KRRConfig, sigma: float, lam: float) -> dict:
-    """One fit at fixed (sigma, lambda): distances, kernel, Cholesky; timed per stage."""
-    t0 = time.perf_counter()
-    D = pairwise_distances(X_train, X_train, distance_kind(config.kernel), config.block_mb)
-    t1 = time.perf_counter()
-    K = kernel_from_distances(D, config.kernel, sigma)
-    del D
+def memory_budget_bytes(fraction: float = 0.75) -> int:
+    """A fraction of the machine's physical memory ($JAXQC_MEMORY_GB overrides)."""
+    import os
+
+    if os.environ.get("JAXQC_MEMORY_GB"):
+        return int(float(os.environ["JAXQC_MEMORY_GB"]) * 2**30)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * fraction)
+
+
+def choose_solver(n: int, budget_bytes: int | None = None) -> str:
+    """'dense' (float64 kernel, Cholesky in place: 8 N^2 bytes), else 'cg' (float32 kernel stored once:
+    4 N^2 bytes), else 'cg-blocked' (nothing N x N stored; kernel recomputed per product)."""
+    budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
+    if 8.0 * n * n * 1.1 < budget:
+        return "dense"
+    if 4.0 * n * n * 1.2 < budget:
+        return "cg"
+    return "cg-blocked"
+
+
+def fit_fixed(X_train, Y_train, config: KRRConfig, sigma: float, lam: float, solver: str = "auto",
+              rank: int = 1000, tol: float = 1e-7, progress: bool = False) -> dict:
+    """One fit at fixed (sigma, lambda), timed per stage. solver: 'dense' (float64 Cholesky, in place),
+    'cg' / 'cg-blocked' (Nyström-preconditioned CG, see kernels/cg.py) or 'auto' (by memory)."""
+    from . import cg
+
+    solver = choose_solver(len(X_train)) if solver == "auto" else solver
     mean = Y_train.mean(0)
-    alpha = cholesky_solve(K, Y_train - mean, lam)
+    t0 = time.perf_counter()
+    info = {}
+    if solver == "dense":
+        D = pairwise_distances(X_train, X_train, distance_kind(config.kernel), config.block_mb,
+                               progress="train kernel" if progress else None)
+        t1 = time.perf_counter()
+        alpha = cholesky_solve(kernel_from_distances(D, config.kernel, sigma, inplace=True), Y_train - mean, lam)
+        del D
+    elif solver in ("cg", "cg-blocked"):
+        alpha, info = cg.solve_matrix_free(X_train, Y_train - mean, config.kernel, sigma, lam,
+                                           stored=solver == "cg", rank=rank, tol=tol, progress=progress)
+        t1 = t0 + info["timings"]["operator_s"]
+    else:
+        raise JaxqcError(f"unknown solver {solver!r}; expected auto, dense, cg or cg-blocked")
     t2 = time.perf_counter()
-    return {"alpha": alpha, "mean": mean, "sigma": sigma, "lambda": lam,
+    return {"alpha": alpha, "mean": mean, "sigma": sigma, "lambda": lam, "solver": solver,
+            "cg": {k: v for k, v in info.items() if k != "history"},
             "timings": {"kernel_s": t1 - t0, "solve_s": t2 - t1}}
 
 
