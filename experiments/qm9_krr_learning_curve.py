@@ -44,7 +44,8 @@ def peak_rss_gb() -> float:
 
 
 # ---- jaxqc side ---------------------------------------------------------------------------------
-def run_jaxqc(data, split, n, rep, bags, cfg) -> dict:
+def run_jaxqc(data, split, n, rep, bags, cfg, fixed=None, solver="auto") -> dict:
+    """Grid search + final fit; with `fixed` = (sigma, lambda) only the final fit (large N)."""
     t0 = time.perf_counter()
     sub = data.subset(np.concatenate([split["train"][:n], split["valid"], split["test"]]))
     X, _ = krr.represent(sub, rep, bags)
@@ -54,16 +55,21 @@ def run_jaxqc(data, split, n, rep, bags, cfg) -> dict:
     Yt, Yv, Ys = Y[:n], Y[n:n + nv], Y[n + nv:]
     t_rep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = krr.fit(Xt, Yt, Xv, Yv, cfg)
+    if fixed is None:
+        model = krr.fit(Xt, Yt, Xv, Yv, cfg)
+    else:
+        model = {"sigma": fixed[0], "lambda": fixed[1], "grid_mae": None}
     t_grid = time.perf_counter() - t0
     # final fit + prediction at the chosen hyperparameters, timed on their own
     t0 = time.perf_counter()
-    final = krr.fit_fixed(Xt, Yt, cfg, model["sigma"], model["lambda"])
+    final = krr.fit_fixed(Xt, Yt, cfg, model["sigma"], model["lambda"], solver=solver, progress=fixed is not None)
     t1 = time.perf_counter()
     pred = krr.predict(Xs, Xt, final["alpha"], final["mean"], cfg, model["sigma"])
     t2 = time.perf_counter()
+    grid = None if model["grid_mae"] is None else model["grid_mae"][..., 0].tolist()
     return {"mae": float(np.abs(pred - Ys).mean()), "sigma": model["sigma"], "lambda": model["lambda"],
-            "grid_mae": model["grid_mae"][..., 0].tolist(),
+            "grid_mae": grid, "hyperparameters": "validation grid" if fixed is None else "fixed (from a smaller N)",
+            "solver": final["solver"], "cg": final["cg"],
             "time_s": {"representation": t_rep, "grid_search": t_grid, "kernel": final["timings"]["kernel_s"],
                        "solve": final["timings"]["solve_s"], "predict": t2 - t1, "fit_predict": t2 - t0}}
 
@@ -84,7 +90,8 @@ def qmllib_represent(data: Dataset, rep: str, bags) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def run_qmllib(data, split, n, rep, bags, cfg) -> dict:
+def run_qmllib(data, split, n, rep, bags, cfg, fixed=None) -> dict:
+    """The same grid as jaxqc, or (large N) only the final fit at jaxqc's chosen `fixed` (sigma, lambda)."""
     from qmllib.kernels import gaussian_kernel, laplacian_kernel
     from qmllib.solvers import cho_solve
 
@@ -100,7 +107,7 @@ def run_qmllib(data, split, n, rep, bags, cfg) -> dict:
     t_rep = time.perf_counter() - t0
     t0 = time.perf_counter()
     grid = np.full((len(cfg.sigmas), len(cfg.lambdas)), np.inf)
-    for i, s in enumerate(cfg.sigmas):
+    for i, s in enumerate(cfg.sigmas if fixed is None else ()):
         K, Kv = kern(Xt, Xt, s), kern(Xv, Xt, s)
         for j, lam in enumerate(cfg.lambdas):
             A = K.copy()
@@ -111,8 +118,11 @@ def run_qmllib(data, split, n, rep, bags, cfg) -> dict:
                 continue
             grid[i, j] = np.abs(Kv @ alpha + mean - Yv).mean()
     t_grid = time.perf_counter() - t0
-    i, j = np.unravel_index(np.argmin(grid), grid.shape)
-    sigma, lam = cfg.sigmas[i], cfg.lambdas[j]
+    if fixed is None:
+        i, j = np.unravel_index(np.argmin(grid), grid.shape)
+        sigma, lam = cfg.sigmas[i], cfg.lambdas[j]
+    else:
+        sigma, lam = fixed
     t0 = time.perf_counter()
     K = kern(Xt, Xt, sigma)
     t1 = time.perf_counter()
@@ -121,7 +131,9 @@ def run_qmllib(data, split, n, rep, bags, cfg) -> dict:
     t2 = time.perf_counter()
     pred = kern(Xs, Xt, sigma) @ alpha + mean
     t3 = time.perf_counter()
-    return {"mae": float(np.abs(pred - Ys).mean()), "sigma": sigma, "lambda": lam, "grid_mae": grid.tolist(),
+    return {"mae": float(np.abs(pred - Ys).mean()), "sigma": sigma, "lambda": lam,
+            "grid_mae": grid.tolist() if fixed is None else None,
+            "hyperparameters": "validation grid" if fixed is None else "jaxqc's choice (same run)",
             "time_s": {"representation": t_rep, "grid_search": t_grid, "kernel": t1 - t0, "solve": t2 - t1,
                        "predict": t3 - t2, "fit_predict": t3 - t0}}
 
@@ -135,9 +147,18 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny CI configuration")
     p.add_argument("--data", default="qm9")
     p.add_argument("--out", default="experiments/results/qm9_krr_learning_curve")
+    p.add_argument("--peer-grid-max-n", type=int, default=10_000,
+                   help="above this N, qmllib fits only at jaxqc's chosen (sigma, lambda) (its grid is ~30 min at 20k)")
+    p.add_argument("--grid-max-n", type=int, default=20_000,
+                   help="above this N, jaxqc reuses (sigma, lambda) of the largest grid-searched N (or --fixed)")
+    p.add_argument("--fixed", type=float, nargs=2, metavar=("SIGMA", "LAMBDA"), default=None,
+                   help="hyperparameters for N above --grid-max-n when no smaller N of this run chose them")
+    p.add_argument("--solver", default="auto", choices=["auto", "dense", "cg", "cg-blocked"])
+    p.add_argument("--sigmas", type=float, nargs="+", default=None, help="override the sigma grid")
+    p.add_argument("--lambdas", type=float, nargs="+", default=None, help="override the lambda grid")
     args = p.parse_args(argv)
 
-    sigmas, lambdas, n_train = SIGMAS, LAMBDAS, args.n
+    sigmas, lambdas, n_train = tuple(args.sigmas or SIGMAS), tuple(args.lambdas or LAMBDAS), args.n
     data = io.read(args.data)
     split = qm9_protocol_split(len(data), n_test=min(10_000, len(data) // 5), n_valid=min(2_000, len(data) // 10))
     if args.quick:
@@ -152,10 +173,18 @@ def main(argv=None) -> dict:
     for rep in args.representations:
         cfg = krr.KRRConfig(representation=rep, kernel="laplacian", targets=(TARGET,), sigmas=tuple(sigmas),
                             lambdas=tuple(lambdas))
+        chosen = tuple(args.fixed) if args.fixed else None
         for n in n_train:
-            row = {"representation": rep, "n_train": n, "jaxqc": run_jaxqc(data, split, n, rep, bags, cfg)}
+            fixed = chosen if n > args.grid_max_n else None
+            if n > args.grid_max_n and fixed is None:
+                raise SystemExit(f"N={n} > --grid-max-n: give --fixed SIGMA LAMBDA or include a smaller N")
+            row = {"representation": rep, "n_train": n,
+                   "jaxqc": run_jaxqc(data, split, n, rep, bags, cfg, fixed, args.solver)}
+            if fixed is None:
+                chosen = (row["jaxqc"]["sigma"], row["jaxqc"]["lambda"])
             if not args.no_peer:
-                row["qmllib"] = run_qmllib(data, split, n, rep, bags, cfg)
+                peer_fixed = None if n <= args.peer_grid_max_n else (row["jaxqc"]["sigma"], row["jaxqc"]["lambda"])
+                row["qmllib"] = run_qmllib(data, split, n, rep, bags, cfg, peer_fixed)
                 row["mae_ratio_jaxqc_over_qmllib"] = row["jaxqc"]["mae"] / row["qmllib"]["mae"]
                 row["speedup_fit_predict"] = row["qmllib"]["time_s"]["fit_predict"] / row["jaxqc"]["time_s"]["fit_predict"]
             row["peak_rss_gb"] = peak_rss_gb()

@@ -62,16 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--list", action="store_true", help="list what can be downloaded")
     dl.add_argument("--sha256", help="expected SHA-256 of the file (checked before it is kept)")
     train = sub.add_parser("train", help="train a model")
-    train.add_argument("method", choices=["krr"], help="krr: kernel ridge regression of molecular properties")
-    train.add_argument("--data", required=True, help="registered name (qm9) or file with per-molecule properties")
+    train.add_argument("method", choices=["krr", "gdml", "sgdml"],
+                       help="krr: kernel ridge regression of molecular properties; gdml/sgdml: kernel force "
+                            "field of one molecule from forces (sgdml: symmetrised over its permutations)")
+    train.add_argument("--data", required=True,
+                       help="registered name (qm9, ethanol-xtb) or file (per-molecule properties for krr; "
+                            "frames of one molecule with energies and forces for gdml/sgdml)")
     train.add_argument("--representation", default="cm", choices=["cm", "cm-eigen", "bob"])
     train.add_argument("--kernel", default="laplacian", choices=["laplacian", "gaussian"])
     train.add_argument("--target", action="append", default=None,
                        help="target property (repeat for several; 'all' for every QM9 target); default U0")
     train.add_argument("--n-train", type=int, required=True)
-    train.add_argument("--n-valid", type=int, default=None, help="validation molecules for the grid (QM9: 2000)")
+    train.add_argument("--n-valid", type=int, default=None,
+                       help="validation molecules for the grid (krr QM9: 2000; gdml/sgdml: frames of --data "
+                            "disjoint from training, default min(1000, rest))")
     train.add_argument("--sigma-grid", type=float, nargs="+", default=None, help="kernel widths to try")
-    train.add_argument("--lambda-grid", type=float, nargs="+", default=None, help="regularisers to try")
+    train.add_argument("--lambda-grid", type=float, nargs="+", default=None,
+                       help="regularisers to try (gdml/sgdml: one value, the diagonal regulariser)")
     train.add_argument("--seed", type=int, default=0, help="split seed")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
 
@@ -79,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model")
     ev.add_argument("--data", required=True)
     ev.add_argument("--split", default="test", choices=["test", "valid", "train", "all"],
-                    help="which molecules: the split saved with the model, or all of --data")
+                    help="which molecules: the split saved with the model, or all of --data (gdml/sgdml have no "
+                         "saved test split: 'test' is every frame of --data not used for training or validation)")
     ev.add_argument("--json", action="store_true")
     return parser
 
@@ -157,6 +165,8 @@ ALL_QM9_TARGETS = ("U0", "U", "H", "G", "HOMO", "LUMO", "gap", "ZPVE", "mu", "al
 
 
 def cmd_train(args) -> int:
+    if args.method in ("gdml", "sgdml"):
+        return _train_gdml(args)
     from .data import io
     from .kernels import krr
 
@@ -181,6 +191,74 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_gdml(args) -> int:
+    from .data import io
+    from .errors import JaxqcError
+    from .kernels import gdml
+
+    kw = {}
+    if args.sigma_grid:
+        kw["sigmas"] = tuple(args.sigma_grid)
+    if args.lambda_grid:
+        if len(args.lambda_grid) != 1:
+            raise JaxqcError(f"{args.method} takes one --lambda-grid value (the regulariser), got {args.lambda_grid}")
+        kw["lam"] = args.lambda_grid[0]
+    config = gdml.GDMLConfig(symmetric=args.method == "sgdml", **kw)
+    data = io.read(args.data)
+    t0 = time.perf_counter()
+    model = gdml.train_gdml(data, config, args.n_train, args.n_valid, args.seed, progress=True)
+    gdml.save_gdml(model, args.out)
+    v = model["validation"]
+    print(f"trained {args.method} on {args.n_train} frames ({len(model['perms'])} permutation(s)) in "
+          f"{time.perf_counter() - t0:.1f} s: sigma={model['sigma']:g}; validation ({len(model['split']['valid'])} "
+          f"frames) force MAE {v['forces_mae']:.4g} kcal/mol/Å"
+          + (f", energy MAE {v['energy_mae']:.4g} kcal/mol" if "energy_mae" in v else ""))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate_gdml(args) -> int:
+    from .data import io
+    from .errors import JaxqcError
+    from .kernels import gdml
+
+    model = gdml.load_gdml(args.model)
+    data = io.read(args.data)
+    gdml.check_molecule(data, model["z"], where=args.data)
+    prov = model["provenance"]
+    same = data.md5 == prov["dataset_md5"] or data.meta.get("md5") == prov["dataset_md5"]
+    used = np.concatenate([prov["train_idx"], prov["valid_idx"]])
+    if args.split in ("train", "valid"):
+        if not same:
+            raise JaxqcError(f"{args.data} is not the data set the model was trained on (md5 {data.md5} vs "
+                             f"{prov['dataset_md5']}); use --split all to evaluate on all of it")
+        idx, frames = prov[f"{args.split}_idx"], f"the model's {args.split} frames"
+    elif args.split == "test" and same:
+        idx = np.setdiff1d(np.arange(len(data)), used)
+        frames = "all frames of --data except the model's training and validation frames (same data set)"
+    else:
+        idx, frames = np.arange(len(data)), "all frames of --data"
+    if len(idx) == 0:
+        raise JaxqcError(f"{args.data}: no frames left to evaluate ({frames})")
+    data = data.subset(idx)
+    if data.F is None:
+        raise JaxqcError(f"{args.data}: no forces to evaluate against")
+    E, F = gdml.predict_dataset(model, data)
+    result = {}
+    if data.E is not None:
+        result["energy"] = _metrics(E, data.E, "kcal/mol")
+    result["forces"] = _metrics(F, data.F, "kcal/mol/Å")
+    result.update(n=int(len(data)), frames=frames)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{len(data)} frames ({frames})")
+        for k, m in result.items():
+            if isinstance(m, dict):
+                print(f"  {k:7s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+    return 0
+
+
 def _metrics(pred, true, unit) -> dict:
     err = np.asarray(pred) - np.asarray(true)
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "unit": unit}
@@ -190,7 +268,10 @@ def cmd_evaluate(args) -> int:
     from .data import io
     from .errors import JaxqcError
     from .kernels import krr
+    from .potential import load_model
 
+    if load_model(args.model)[0] in ("gdml", "sgdml"):
+        return _evaluate_gdml(args)
     model = krr.load_krr(args.model)
     data = io.read(args.data)
     prov = model["provenance"]

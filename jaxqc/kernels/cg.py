@@ -77,15 +77,20 @@ class NystromPreconditioner:
     an inducing-point approximation it stays well conditioned for tiny mu (KRR's lambda ~ 1e-6)."""
 
     def __init__(self, matmul: Callable, n: int, mu: float, rank: int = 500, seed: int = 0):
+        # only GEMMs on [n, r] arrays and LAPACK on r x r ones (large LAPACK calls are unsafe here,
+        # see linalg.py): Cholesky-QR for Omega, eigh of B^T B for the SVD of B
         rank = min(rank, n)
-        omega, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, rank)))
+        omega = np.random.default_rng(seed).standard_normal((n, rank))
+        omega = scipy.linalg.solve_triangular(np.linalg.cholesky(omega.T @ omega), omega.T, lower=True).T
         Y = matmul(omega)  # [n, r] = K Omega
-        shift = np.finfo(np.float64).eps * np.sqrt(n) * np.linalg.norm(Y, 2)
+        shift = np.finfo(np.float64).eps * np.sqrt(n) * np.sqrt(np.abs(Y).sum(0).max() * np.abs(Y).sum(1).max())
         Y = Y + shift * omega
         C = np.linalg.cholesky(omega.T @ Y)  # lower: omega^T Y = C C^T
-        B = scipy.linalg.solve_triangular(C, Y.T, lower=True).T  # Y C^-T
-        U, sv, _ = np.linalg.svd(B, full_matrices=False)
-        self.U = U
+        B = scipy.linalg.solve_triangular(C, Y.T, lower=True).T  # Y C^-T, [n, r]
+        ev, V = np.linalg.eigh(B.T @ B)  # B = U S V^T: B^T B = V S^2 V^T
+        keep = ev > ev.max() * 1e-14
+        sv = np.sqrt(ev[keep])[::-1]
+        self.U = (B @ V[:, keep][:, ::-1]) / sv
         self.lam_hat = np.maximum(sv**2 - shift, 0.0)
         self.mu = mu
         self.scale = (self.lam_hat[-1] + mu) / (self.lam_hat + mu)  # [r]

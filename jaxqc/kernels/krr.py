@@ -16,7 +16,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from ..data.molecules import Dataset
 from ..elements import qm9_atom_reference_kcal_mol
@@ -85,12 +84,13 @@ def _offset(data: Dataset, targets) -> np.ndarray:
 # ---- fit -------------------------------------------------------------------------------------
 def cholesky_solve(K: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
     """alpha = (K + lam I)^-1 Y by Cholesky in float64 (K is overwritten)."""
+    from .linalg import cholesky_solve_inplace
+
     K[np.diag_indices_from(K)] += lam
     try:
-        c = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
+        return cholesky_solve_inplace(K, Y)
     except np.linalg.LinAlgError:
         raise JaxqcError(f"kernel matrix is not positive definite at lambda={lam:g}; raise lambda") from None
-    return scipy.linalg.cho_solve(c, Y, check_finite=False)
 
 
 def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = False) -> dict:
@@ -180,11 +180,21 @@ def fit_fixed(X_train, Y_train, config: KRRConfig, sigma: float, lam: float, sol
             "timings": {"kernel_s": t1 - t0, "solve_s": t2 - t1}}
 
 
-def predict(X, X_train, alpha, mean, config: KRRConfig, sigma: float, progress: bool = False) -> np.ndarray:
-    """[M, T] predictions of the fitted targets (before adding atom energies back)."""
-    D = pairwise_distances(X, X_train, distance_kind(config.kernel), config.block_mb,
-                           progress="prediction kernel" if progress else None)
-    return kernel_from_distances(D, config.kernel, sigma) @ alpha + mean
+def predict(X, X_train, alpha, mean, config: KRRConfig, sigma: float, progress: bool = False,
+            chunk: int = 2048) -> np.ndarray:
+    """[M, T] predictions of the fitted targets (before adding atom energies back), `chunk` molecules at
+    a time so that only a [chunk, N_train] kernel block is ever held."""
+    out = []
+    t0 = time.perf_counter()
+    for s in range(0, len(X), chunk):
+        D = pairwise_distances(X[s:s + chunk], X_train, distance_kind(config.kernel), config.block_mb)
+        out.append(kernel_from_distances(D, config.kernel, sigma, inplace=True) @ alpha + mean)
+        if progress:
+            print(f"\r  prediction kernel: {min(s + chunk, len(X))}/{len(X)} ({time.perf_counter() - t0:.1f} s)",
+                  end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return np.concatenate(out) if out else np.zeros((0, alpha.shape[1]))
 
 
 # ---- the model: train on a Dataset, save, load, evaluate ------------------------------------------

@@ -52,27 +52,53 @@ def check_fits(Z, bags: Bags, source: str = "") -> None:
                             f"{size[(-z, -z)]}")
 
 
+def _bag_index(Z, bags: Bags):
+    """[..., A, A] bag number of every Coulomb-matrix entry (upper triangle incl. diagonal; len(bags)
+    for entries that belong to no bag: padding and the lower triangle)."""
+    A = Z.shape[-1]
+    n_bags = len(bags)
+    idx = jnp.full(Z.shape + (A,), n_bags, jnp.int32)
+    upper = jnp.triu(jnp.ones((A, A), bool), k=1)
+    zi, zj = Z[..., :, None], Z[..., None, :]
+    lo, hi = jnp.minimum(zi, zj), jnp.maximum(zi, zj)
+    for k, (a, b, _) in enumerate(bags):
+        if a < 0:
+            sel = jnp.eye(A, dtype=bool) & (zi == -a) & (zj == -a)
+        else:
+            sel = upper & (lo == a) & (hi == b)
+        idx = jnp.where(sel, k, idx)
+    return idx
+
+
 def bag_of_bonds(Z, R, bags: Bags):
-    """[..., D] bag-of-bonds vectors of padded molecules (`bags` static, from `bag_sizes`)."""
+    """[..., D] bag-of-bonds vectors of padded molecules (`bags` static, from `bag_sizes`).
+
+    One sort per molecule: every upper-triangle entry gets the key (bag number, -value), so after
+    sorting each bag's entries are contiguous and descending; each is scattered to
+    offset[bag] + (its rank within the bag)."""
     M = coulomb_matrix(Z, R)  # [..., A, A]
     A = Z.shape[-1]
-    upper = jnp.triu(jnp.ones((A, A), bool), k=1)
-    diag = jnp.diagonal(M, axis1=-2, axis2=-1)  # [..., A]
-    out = []
-    for a, b, size in bags:
-        if a < 0:
-            vals = jnp.where(Z == -a, diag, 0.0)
-        else:
-            sel = (Z[..., :, None] == a) & (Z[..., None, :] == b)
-            if a == b:
-                sel = sel & upper
-            vals = jnp.where(sel, M, 0.0).reshape(*M.shape[:-2], A * A)
-        k = min(size, vals.shape[-1])
-        top = jax.lax.top_k(vals, k)[0]  # descending; entries are > 0, non-members are 0
-        if k < size:
-            top = jnp.concatenate([top, jnp.zeros((*top.shape[:-1], size - k), top.dtype)], axis=-1)
-        out.append(top)
-    return jnp.concatenate(out, axis=-1)
+    batch = M.shape[:-2]
+    n_bags = len(bags)
+    sizes = np.array([s for _, _, s in bags] + [0])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])  # [n_bags + 2]
+    bag = _bag_index(Z, bags).reshape(*batch, A * A)  # [..., A*A]
+    val = M.reshape(*batch, A * A)
+    order = jnp.lexsort((-val, bag), axis=-1)  # by bag, then descending value
+    bag_s = jnp.take_along_axis(bag, order, -1)
+    val_s = jnp.take_along_axis(val, order, -1)
+    first = jax.vmap(lambda b: jnp.searchsorted(b, jnp.arange(n_bags + 1)), in_axes=0)(
+        bag_s.reshape(-1, A * A)).reshape(*batch, n_bags + 1)  # [..., n_bags + 1] start of each bag
+    rank = jnp.arange(A * A) - jnp.take_along_axis(first, bag_s, -1)
+    slot = jnp.asarray(offsets)[bag_s] + rank
+    D = int(offsets[n_bags])
+    keep = (bag_s < n_bags) & (rank < jnp.asarray(sizes)[bag_s])
+    slot = jnp.where(keep, slot, D)  # out-of-bag entries go to a dropped extra slot
+    out = jnp.zeros((*batch, D + 1), M.dtype)
+    flat_out = out.reshape(-1, D + 1)
+    rows = jnp.arange(flat_out.shape[0])[:, None]
+    flat_out = flat_out.at[rows, slot.reshape(-1, A * A)].set(jnp.where(keep, val_s, 0.0).reshape(-1, A * A))
+    return flat_out.reshape(*batch, D + 1)[..., :D]
 
 
 bag_of_bonds_jit = jax.jit(bag_of_bonds, static_argnames=("bags",))
