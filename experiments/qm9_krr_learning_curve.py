@@ -44,7 +44,7 @@ def peak_rss_gb() -> float:
 
 
 # ---- jaxqc side ---------------------------------------------------------------------------------
-def run_jaxqc(data, split, n, rep, bags, cfg, fixed=None, solver="auto") -> dict:
+def run_jaxqc(data, split, n, rep, bags, cfg, fixed=None, solver="auto", cg_tol=1e-4, cg_rank=1000) -> dict:
     """Grid search + final fit; with `fixed` = (sigma, lambda) only the final fit (large N)."""
     t0 = time.perf_counter()
     sub = data.subset(np.concatenate([split["train"][:n], split["valid"], split["test"]]))
@@ -62,7 +62,8 @@ def run_jaxqc(data, split, n, rep, bags, cfg, fixed=None, solver="auto") -> dict
     t_grid = time.perf_counter() - t0
     # final fit + prediction at the chosen hyperparameters, timed on their own
     t0 = time.perf_counter()
-    final = krr.fit_fixed(Xt, Yt, cfg, model["sigma"], model["lambda"], solver=solver, progress=fixed is not None)
+    final = krr.fit_fixed(Xt, Yt, cfg, model["sigma"], model["lambda"], solver=solver, rank=cg_rank, tol=cg_tol,
+                          progress=fixed is not None)
     t1 = time.perf_counter()
     pred = krr.predict(Xs, Xt, final["alpha"], final["mean"], cfg, model["sigma"])
     t2 = time.perf_counter()
@@ -154,6 +155,8 @@ def main(argv=None) -> dict:
     p.add_argument("--fixed", type=float, nargs=2, metavar=("SIGMA", "LAMBDA"), default=None,
                    help="hyperparameters for N above --grid-max-n when no smaller N of this run chose them")
     p.add_argument("--solver", default="auto", choices=["auto", "dense", "cg", "cg-blocked"])
+    p.add_argument("--cg-tol", type=float, default=1e-4, help="CG: relative residual to stop at")
+    p.add_argument("--cg-rank", type=int, default=1000, help="CG: rank of the Nyström preconditioner")
     p.add_argument("--sigmas", type=float, nargs="+", default=None, help="override the sigma grid")
     p.add_argument("--lambdas", type=float, nargs="+", default=None, help="override the lambda grid")
     args = p.parse_args(argv)
@@ -179,7 +182,7 @@ def main(argv=None) -> dict:
             if n > args.grid_max_n and fixed is None:
                 raise SystemExit(f"N={n} > --grid-max-n: give --fixed SIGMA LAMBDA or include a smaller N")
             row = {"representation": rep, "n_train": n,
-                   "jaxqc": run_jaxqc(data, split, n, rep, bags, cfg, fixed, args.solver)}
+                   "jaxqc": run_jaxqc(data, split, n, rep, bags, cfg, fixed, args.solver, args.cg_tol, args.cg_rank)}
             if fixed is None:
                 chosen = (row["jaxqc"]["sigma"], row["jaxqc"]["lambda"])
             if not args.no_peer:

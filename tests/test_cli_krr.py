@@ -56,3 +56,17 @@ def test_train_unknown_target_and_too_many_molecules(qm9_env, tmp_path, capsys):
     assert main(["train", "krr", "--data", "qm9", "--n-train", "200000", "--out", str(tmp_path / "m.npz")]) == 2
     assert "more than the 118831 training molecules" in capsys.readouterr().err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_single_hyperparameter_fit_skips_the_grid(qm9_env, tmp_path, capsys):
+    model = tmp_path / "one.npz"
+    assert main(["train", "krr", "--data", "qm9", "--n-train", "200", "--n-valid", "100", "--sigma-grid", "3200",
+                 "--lambda-grid", "1e-6", "--out", str(model)]) == 0
+    saved = krr.load_krr(model)
+    assert saved["sigma"] == 3200 and saved["lambda"] == 1e-6
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--data", "qm9", "--split", "valid", "--json"]) == 0
+    valid_mae = json.loads(capsys.readouterr().out)["U0"]["mae"]
+    # the validation MAE found at training is the number evaluate reports on the saved validation split
+    assert saved["grid_mae"].shape == (1, 1, 1)
+    assert abs(float(saved["grid_mae"][0, 0, 0]) - valid_mae) < 1e-6 * valid_mae

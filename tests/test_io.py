@@ -30,7 +30,8 @@ def test_npz_round_trip_mixed_composition_and_props(tmp_path):
     back = io.read_npz(tmp_path / "m.npz")
     np.testing.assert_array_equal(back.Z, data.Z)
     np.testing.assert_allclose(back.props["mu"], data.props["mu"])
-    assert back.units["mu"] == "D"
+    assert back.units["mu"] == "D" and set(back.props) == {"mu"}
+    assert len(back.subset([0, 2])) == 2
 
 
 def test_npz_units_are_converted(tmp_path):

@@ -102,7 +102,7 @@ def read_npz(path, energy_unit: str | None = None, force_unit: str | None = None
             meta["file_md5"] = _str(npz["md5"])
         e_unit = energy_unit or (_str(npz["e_unit"]) if "e_unit" in keys else "kcal/mol")
         r_unit = length_unit or (_str(npz["r_unit"]) if "r_unit" in keys else "Å")
-        props = {k[len("prop_"):]: npz[k] for k in keys if k.startswith("prop_")}
+        props = {k[len("prop_"):]: npz[k] for k in keys if k.startswith("prop_") and k != "prop_units"}
         prop_units = json.loads(_str(npz["prop_units"])) if "prop_units" in keys else {}
     f_unit = force_unit or f"{e_unit}/{r_unit}"
     R = np.asarray(R, dtype=np.float64)

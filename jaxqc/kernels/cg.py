@@ -30,14 +30,15 @@ class StoredKernel:
     """K stored once in float32; K @ V accumulated in float64 in row blocks."""
 
     def __init__(self, X, kernel: str, sigma: float, block_mb: float = 64.0):
-        D = pairwise_distances(np.asarray(X, np.float32), np.asarray(X, np.float32), distance_kind(kernel), block_mb)
+        X32 = np.asarray(X, np.float32)
+        D = pairwise_distances(X32, X32, distance_kind(kernel), block_mb)  # same object: symmetric blocks once
         self.K = kernel_from_distances(D, kernel, sigma, inplace=True)  # float32, one N x N array
         self.n = len(self.K)
 
-    def __matmul__(self, V):
+    def __matmul__(self, V, rows: int = 2048):
         out = np.empty((self.n, V.shape[1]))
-        for s in range(0, self.n, 4096):
-            out[s:s + 4096] = self.K[s:s + 4096].astype(np.float64) @ V
+        for s in range(0, self.n, rows):
+            out[s:s + rows] = self.K[s:s + rows].astype(np.float64) @ V
         return out
 
 

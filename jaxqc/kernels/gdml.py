@@ -34,13 +34,13 @@ Units: Å, kcal/mol, kcal/mol/Å; sigma in 1/Å (descriptor units).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from ..data.molecules import Dataset, Molecules, random_split
 from ..errors import DataError, JaxqcError
@@ -274,13 +274,14 @@ _energy_and_forces_jit = jax.jit(energy_and_forces)
 
 def predict(params, R, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(E [M] kcal/mol, F [M, N, 3] kcal/mol/Å) float64 for geometries R [M, N, 3] Å, in jitted batches
-    of a fixed size (the last one padded, so one compilation)."""
+    of `batch` frames, or of the next power of two when fewer (the last batch padded): a few fixed shapes,
+    so a new set of geometries does not recompile."""
     R = np.asarray(R, np.float64)
     m, n = R.shape[:2]
     E, F = np.empty(m), np.empty((m, n, 3))
     with jax.enable_x64(True):
         p = jax.tree_util.tree_map(jnp.asarray, params)
-        b = max(1, min(batch, m))
+        b = min(batch, 1 << max(0, m - 1).bit_length())
         for s in range(0, m, b):
             k = min(b, m - s)
             Rb = np.concatenate([R[s:s + k], np.repeat(R[s:s + 1], b - k, 0)])
@@ -293,13 +294,16 @@ def predict(params, R, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- fit ---------------------------------------------------------------------------------------------
 def cholesky_solve(K: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    """(K + lam I)^-1 y by Cholesky (float64; reads the lower triangle; K is overwritten)."""
+    """(K + lam I)^-1 y by Cholesky (float64; reads the lower triangle; K is overwritten). Above ~12k rows
+    the factorisation is tiled (linalg.cholesky_solve_inplace: OpenBLAS's dpotrf crashes on large
+    matrices here)."""
+    from .linalg import cholesky_solve_inplace
+
     K[np.diag_indices_from(K)] += lam
     try:
-        c = scipy.linalg.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
+        return cholesky_solve_inplace(K, y)
     except np.linalg.LinAlgError:
         raise JaxqcError(f"GDML kernel matrix is not positive definite at lambda={lam:g}") from None
-    return scipy.linalg.cho_solve(c, y, check_finite=False)
 
 
 def remove_rigid_body_components(R, F) -> np.ndarray:
@@ -332,6 +336,18 @@ def metrics(E_pred, F_pred, E_true, F_true) -> dict:
     return out
 
 
+def available_memory_gb() -> float:
+    """MemAvailable from /proc/meminfo (free + reclaimable cache), else the free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDMLConfig,
         progress: bool = False) -> dict:
     """Closed-form fit for each sigma of the grid; sigma picked by `config.select_on` on the validation
@@ -341,6 +357,11 @@ def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDM
     x, J = descriptors(R_train)
     timings["descriptors_s"] = time.perf_counter() - t
     m, n3 = J.shape[0], J.shape[-1]
+    need_gb = (m * n3) ** 2 * 8 / 2**30
+    avail_gb = available_memory_gb()
+    if need_gb > 0.9 * avail_gb:
+        raise JaxqcError(f"the dense {m * n3} x {m * n3} GDML kernel needs {need_gb:.1f} GB, {avail_gb:.1f} GB "
+                         f"are free; use fewer training frames (no matrix-free solver yet)")
     y = -remove_rigid_body_components(R_train, F_train).reshape(m * n3)  # dE/dR, internal part
     tile = tile_size(n3 // 3, config.tile_elements)
     grid, best = [], None

@@ -231,7 +231,16 @@ def train_krr(data: Dataset, config: KRRConfig, n_train: int, n_valid: int | Non
     Y = target_matrix(data.subset(split["train"]), config.targets)
     Yv = target_matrix(data.subset(split["valid"]), config.targets)
     t_rep = time.perf_counter() - t0
-    model = fit(X[:n], Y, X[n:], Yv, config, progress=progress)
+    if len(config.sigmas) == 1 and len(config.lambdas) == 1:
+        # one (sigma, lambda): no grid, so no dense validation kernel; the solver follows memory
+        model = fit_fixed(X[:n], Y, config, config.sigmas[0], config.lambdas[0], progress=progress)
+        pv = predict(X[n:], X[:n], model["alpha"], model["mean"], config, config.sigmas[0])
+        model["grid_mae"] = np.abs(pv - Yv).mean(0)[None, None, :]
+    elif choose_solver(n) != "dense":
+        raise JaxqcError(f"a dense grid search at N = {n} does not fit in memory here; give one --sigma-grid "
+                         f"and one --lambda-grid value (e.g. chosen at a smaller N) to use the matrix-free solver")
+    else:
+        model = fit(X[:n], Y, X[n:], Yv, config, progress=progress)
     model["timings"]["representation_s"] = t_rep
     model.update(X_train=X[:n], bags=bags, config=config, split=split, dataset_md5=data.md5,
                  dataset_name=data.meta.get("name"), units={t: data.units.get(t, "") for t in config.targets})
@@ -265,6 +274,7 @@ def load_krr(path) -> dict:
     config = KRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     bags = tuple(tuple(b) for b in extra["bags"]) if extra["bags"] else None
     return {**params, "config": config, "sigma": extra["sigma"], "lambda": extra["lambda"], "bags": bags,
+            "grid_mae": np.asarray(extra["grid_mae"]),
             "provenance": header["provenance"], "units": header["units"]}
 
 
