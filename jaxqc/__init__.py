@@ -1,2 +1,12 @@
-"""jaxqc: machine learning for quantum chemistry in JAX."""
+"""jaxqc: machine learning for quantum chemistry in JAX.
+
+The curated public API; everything else is importable from its module but not advertised here.
+"""
 __version__ = "0.1.0"
+
+from .data.io import read, write  # noqa: E402
+from .data.molecules import Dataset, Molecules, batches, random_split  # noqa: E402
+from .potential import energy_and_forces_fn, forces_fn, load_model, save_model  # noqa: E402
+
+__all__ = ["Dataset", "Molecules", "batches", "energy_and_forces_fn", "forces_fn", "load_model", "random_split",
+           "read", "save_model", "write", "__version__"]
