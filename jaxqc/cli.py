@@ -226,12 +226,10 @@ def _evaluate_gdml(args) -> int:
     data = io.read(args.data)
     gdml.check_molecule(data, model["z"], where=args.data)
     prov = model["provenance"]
-    same = data.md5 == prov["dataset_md5"] or data.meta.get("md5") == prov["dataset_md5"]
+    same = prov["dataset_md5"] in (data.md5, data.meta.get("md5"))
     used = np.concatenate([prov["train_idx"], prov["valid_idx"]])
     if args.split in ("train", "valid"):
-        if not same:
-            raise JaxqcError(f"{args.data} is not the data set the model was trained on (md5 {data.md5} vs "
-                             f"{prov['dataset_md5']}); use --split all to evaluate on all of it")
+        _require_training_data(data, prov, args.data)
         idx, frames = prov[f"{args.split}_idx"], f"the model's {args.split} frames"
     elif args.split == "test" and same:
         idx = np.setdiff1d(np.arange(len(data)), used)
@@ -249,19 +247,34 @@ def _evaluate_gdml(args) -> int:
         result["energy"] = _metrics(E, data.E, "kcal/mol")
     result["forces"] = _metrics(F, data.F, "kcal/mol/Å")
     result.update(n=int(len(data)), frames=frames)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{len(data)} frames ({frames})")
-        for k, m in result.items():
-            if isinstance(m, dict):
-                print(f"  {k:7s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+    _print_result(result, f"{len(data)} frames ({frames})", args.json)
     return 0
 
 
 def _metrics(pred, true, unit) -> dict:
-    err = np.asarray(pred) - np.asarray(true)
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "unit": unit}
+    from .metrics import mae_rmse
+
+    return {**mae_rmse(pred, true), "unit": unit}
+
+
+def _print_result(result: dict, header: str, as_json: bool) -> None:
+    """The evaluate output: one JSON object, or a header and a line per quantity with MAE and RMSE."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(header)
+    for k, m in result.items():
+        if isinstance(m, dict):
+            print(f"  {k:7s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+
+
+def _require_training_data(data, prov, source) -> None:
+    """JaxqcError unless `data` is the data set whose md5 the model's provenance records."""
+    from .errors import JaxqcError
+
+    if prov["dataset_md5"] not in (data.md5, data.meta.get("md5")):
+        raise JaxqcError(f"{source} is not the data set the model was trained on (md5 {data.md5} vs "
+                         f"{prov['dataset_md5']}); use --split all to evaluate on all of it")
 
 
 def cmd_evaluate(args) -> int:
@@ -276,18 +289,11 @@ def cmd_evaluate(args) -> int:
     data = io.read(args.data)
     prov = model["provenance"]
     if args.split != "all":
-        if data.md5 != prov["dataset_md5"] and data.meta.get("md5") != prov["dataset_md5"]:
-            raise JaxqcError(f"{args.data} is not the data set the model was trained on (md5 {data.md5} vs "
-                             f"{prov['dataset_md5']}); use --split all to evaluate on all of it")
+        _require_training_data(data, prov, args.data)
         data = data.subset(prov[f"{args.split}_idx"])
     pred = krr.predict_dataset(model, data, progress=not args.json)
     result = {t: _metrics(pred[t], data.props[t], model["units"][t]) for t in pred}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{len(data)} molecules ({args.split})")
-        for t, m in result.items():
-            print(f"  {t:6s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+    _print_result(result, f"{len(data)} molecules ({args.split})", args.json)
     return 0
 
 

@@ -8,7 +8,6 @@ Without network the command says where to fetch the file by hand and where to pu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import JaxqcError
-from .io import atomic_path
+from .io import atomic_path, file_digest
 from .registry import cache_dir
 
 SOURCES = {
@@ -48,11 +47,7 @@ SOURCES = {
 
 
 def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def download(name: str, dest=None, sha256: str | None = None, timeout_s: float = 60.0) -> Path:

@@ -14,11 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def safe_sqrt(q):
+    """sqrt(q) for q >= 0 with a zero (not NaN) gradient at q = 0 (double-where)."""
+    ok = q > 0
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, q, 1.0)), 0.0)
+
+
 def safe_norm(x, axis=-1, keepdims=False):
-    """|x| with a finite gradient at x = 0 (double-where: zero vectors give 0 and a zero gradient)."""
-    sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
-    ok = sq > 0
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
+    """|x| with a finite gradient at x = 0: zero vectors give 0 and a zero gradient."""
+    return safe_sqrt(jnp.sum(x * x, axis=axis, keepdims=keepdims))
 
 
 class DensePairs(NamedTuple):

@@ -40,6 +40,17 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (hashlib algorithm name), read in 4 MB blocks."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_savez(path, compress: bool = False, **arrays) -> None:
     """np.savez to `path` atomically (the exact name is kept: no '.npz' is appended)."""
     with atomic_path(path) as tmp:

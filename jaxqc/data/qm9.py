@@ -22,7 +22,6 @@ The fixed benchmark split is `qm9_protocol_split`.
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import json
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 from .. import units as U
 from ..elements import atomic_number, qm9_atom_reference_kcal_mol
 from ..errors import DataError, ElementError, FormatError, JaxqcError, where
+from .io import file_digest
 from .molecules import Dataset, validate_arrays
 
 NAME = "qm9"
@@ -295,14 +295,6 @@ def _qm9pack_version() -> str:
         return "unknown"
 
 
-def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _STRIP_BRACKETS = str.maketrans("", "", "[]")
 _STRIP_ELEMENTS = str.maketrans("", "", "[]' \"")
 
@@ -425,7 +417,7 @@ def convert_qm9pack(out_path, progress: bool = False, data_dir=None) -> Path:
         if progress:
             print(f"qm9: reading {path} ({k + 1}/{len(_CSV_FILES)})", file=sys.stderr, flush=True)
         parts.append(_read_csv(path))
-        sources[name] = {"size": path.stat().st_size, "md5": _md5_file(path)}
+        sources[name] = {"size": path.stat().st_size, "md5": file_digest(path, "md5")}
     n_atoms = np.concatenate([p[0] for p in parts])
     Z_flat = np.concatenate([p[1] for p in parts])
     R_flat = np.concatenate([p[2] for p in parts])

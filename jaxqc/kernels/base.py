@@ -45,6 +45,7 @@ def _sq_block(X, Y):
 def pairwise_distances(X, Y, kind: str, block_mb: float = 64.0, progress: str | None = None) -> np.ndarray:
     """[n, m] host array of L1 ('l1') or squared L2 ('sqeuclidean') distances between rows of X and Y,
     in blocks of rows and columns; float dtype of X. `progress` names the job in a stderr progress line."""
+    symmetric = X is Y  # D(X, X): compute blocks on and above the diagonal only
     X, Y = np.asarray(X), np.asarray(Y)
     n, m, dim = X.shape[0], Y.shape[0], X.shape[1]
     out = np.empty((n, m), dtype=X.dtype)
@@ -58,7 +59,6 @@ def pairwise_distances(X, Y, kind: str, block_mb: float = 64.0, progress: str | 
         rows, cols, fn = 4096, 4096, _sq_block
     else:
         raise ValueError(f"unknown distance {kind!r}")
-    symmetric = X is Y or (n == m and rows == cols and np.shares_memory(X, Y) and np.array_equal(X, Y))
     Yd = [jnp.asarray(Y[j:j + cols]) for j in range(0, m, cols)]
     t0, last = time.perf_counter(), 0.0
     for i in range(0, n, rows):
@@ -80,12 +80,16 @@ def pairwise_distances(X, Y, kind: str, block_mb: float = 64.0, progress: str | 
     return out
 
 
+def kernel_scale(kernel: str, sigma: float) -> float:
+    """K = exp(scale * D): -1/sigma on L1 distances (Laplacian), -1/(2 sigma^2) on squared L2 (Gaussian)."""
+    distance_kind(kernel)
+    return -1.0 / sigma if kernel == "laplacian" else -0.5 / sigma**2
+
+
 def kernel_from_distances(D: np.ndarray, kernel: str, sigma: float, inplace: bool = False) -> np.ndarray:
     """Laplacian exp(-D_l1 / sigma) or Gaussian exp(-D_sq / (2 sigma^2)); overwrites D if `inplace`
     (the large-N route: one N x N array instead of two)."""
-    scale = -1.0 / sigma if kernel == "laplacian" else -0.5 / sigma**2
-    distance_kind(kernel)
-    K = np.multiply(D, scale, out=D if inplace else None)
+    K = np.multiply(D, kernel_scale(kernel, sigma), out=D if inplace else None)
     np.exp(K, out=K)
     return K
 

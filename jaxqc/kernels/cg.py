@@ -1,6 +1,6 @@
 """Preconditioned conjugate gradients for kernel systems (K + lambda I) alpha = Y, beyond the dense limit.
 
-The dense route (krr.cholesky_solve) needs the N x N float64 kernel twice over (kernel + factor in
+The dense route (linalg.regularized_solve) needs the N x N float64 kernel twice over (kernel + factor in
 place: 8 N^2 bytes). When that does not fit, the kernel is applied as an operator:
   - `StoredKernel`: K kept once in float32 (4 N^2 bytes), products accumulated in float64;
   - `BlockedKernel`: nothing N x N is stored; every product recomputes the kernel in row blocks on the
@@ -19,11 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from .base import _l1_block, _sq_block, distance_kind, kernel_from_distances, pairwise_distances
-
-
-def _scale(kernel: str, sigma: float) -> float:
-    return -1.0 / sigma if kernel == "laplacian" else -0.5 / sigma**2
+from .base import _l1_block, _sq_block, distance_kind, kernel_from_distances, kernel_scale, pairwise_distances
 
 
 class StoredKernel:
@@ -50,7 +46,7 @@ class BlockedKernel:
         self.X = jnp.asarray(X)
         self.n, self.rows = len(X), rows
         dist = _l1_block if distance_kind(kernel) == "l1" else _sq_block
-        scale = _scale(kernel, sigma)
+        scale = kernel_scale(kernel, sigma)
 
         @jax.jit
         def block_product(Xi, V):  # [rows, D], [N, T] -> [rows, T]

@@ -34,7 +34,6 @@ Units: Å, kcal/mol, kcal/mol/Å; sigma in 1/Å (descriptor units).
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 
@@ -42,9 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data.graph import safe_sqrt
 from ..data.molecules import Dataset, Molecules, random_split
 from ..errors import DataError, JaxqcError
+from ..metrics import mae_rmse
 from ..potential import energy_and_forces_fn, forces_fn
+from .linalg import memory_budget_bytes, regularized_solve
 from .symmetries import find_permutations
 
 SQRT5 = float(np.sqrt(5.0))
@@ -69,12 +71,6 @@ class GDMLConfig:
 def pair_indices(n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
     """(i, j) [D] of the pairs i < j, in the order of the descriptor (upper triangle, row by row)."""
     return np.triu_indices(n_atoms, 1)
-
-
-def _safe_sqrt(q):
-    """sqrt(q) for q >= 0 with zero (not NaN) gradient at q = 0 (double-where)."""
-    pos = q > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, q, 1.0)), 0.0)
 
 
 def descriptor(R):
@@ -253,7 +249,7 @@ def energy_from_descriptors(params, x):
     def add_chunk(acc, chunk):
         xc, bc = chunk  # [chunk, D]
         d2 = jnp.maximum(xx[:, None] + jnp.sum(xc * xc, -1)[None, :] - 2.0 * x @ xc.T, 0.0)  # [B, chunk]
-        t = s * _safe_sqrt(d2)
+        t = s * safe_sqrt(d2)
         proj = x @ bc.T - jnp.sum(xc * bc, -1)[None, :]  # (x - x_c) . beta_c [B, chunk]
         return acc + jnp.sum((1.0 + t) * jnp.exp(-t) * proj, -1), None
 
@@ -293,19 +289,6 @@ def predict(params, R, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- fit ---------------------------------------------------------------------------------------------
-def cholesky_solve(K: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    """(K + lam I)^-1 y by Cholesky (float64; reads the lower triangle; K is overwritten). Above ~12k rows
-    the factorisation is tiled (linalg.cholesky_solve_inplace: OpenBLAS's dpotrf crashes on large
-    matrices here)."""
-    from .linalg import cholesky_solve_inplace
-
-    K[np.diag_indices_from(K)] += lam
-    try:
-        return cholesky_solve_inplace(K, y)
-    except np.linalg.LinAlgError:
-        raise JaxqcError(f"GDML kernel matrix is not positive definite at lambda={lam:g}") from None
-
-
 def remove_rigid_body_components(R, F) -> np.ndarray:
     """F [M, N, 3] minus its net force and net torque per geometry (projection onto the complement of the
     six rigid-body motions of R [M, N, 3]). No function of the interatomic distances has a gradient with
@@ -329,23 +312,9 @@ def metrics(E_pred, F_pred, E_true, F_true) -> dict:
     """Energy MAE/RMSE (kcal/mol) and force-component MAE/RMSE (kcal/mol/Å)."""
     out = {}
     if E_true is not None:
-        e = np.asarray(E_pred) - np.asarray(E_true)
-        out.update(energy_mae=float(np.abs(e).mean()), energy_rmse=float(np.sqrt((e**2).mean())))
-    f = np.asarray(F_pred) - np.asarray(F_true)
-    out.update(forces_mae=float(np.abs(f).mean()), forces_rmse=float(np.sqrt((f**2).mean())))
+        out.update({f"energy_{k}": v for k, v in mae_rmse(E_pred, E_true).items()})
+    out.update({f"forces_{k}": v for k, v in mae_rmse(F_pred, F_true).items()})
     return out
-
-
-def available_memory_gb() -> float:
-    """MemAvailable from /proc/meminfo (free + reclaimable cache), else the free physical pages."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDMLConfig,
@@ -358,7 +327,7 @@ def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDM
     timings["descriptors_s"] = time.perf_counter() - t
     m, n3 = J.shape[0], J.shape[-1]
     need_gb = (m * n3) ** 2 * 8 / 2**30
-    avail_gb = available_memory_gb()
+    avail_gb = memory_budget_bytes(fraction=1.0) / 2**30
     if need_gb > 0.9 * avail_gb:
         raise JaxqcError(f"the dense {m * n3} x {m * n3} GDML kernel needs {need_gb:.1f} GB, {avail_gb:.1f} GB "
                          f"are free; use fewer training frames (no matrix-free solver yet)")
@@ -373,7 +342,7 @@ def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDM
         timings["kernel_s"] += time.perf_counter() - t
         t = time.perf_counter()
         try:
-            alpha = cholesky_solve(K, y, config.lam).reshape(m, n3)
+            alpha = regularized_solve(K, y, config.lam, what="GDML kernel").reshape(m, n3)
         except JaxqcError as err:
             if progress:
                 print(f"  sigma={sigma:g}: {err}; skipped", file=sys.stderr)

@@ -23,6 +23,7 @@ from ..errors import DataError, JaxqcError
 from ..representations.bob import bag_of_bonds, bag_sizes, check_fits
 from ..representations.coulomb import coulomb_eigenvalues, sorted_coulomb_matrix
 from .base import distance_kind, kernel_from_distances, pairwise_distances
+from .linalg import memory_budget_bytes, regularized_solve
 
 REPRESENTATIONS = ("cm", "cm-eigen", "bob")
 ATOMIZED = ("U0", "U", "H", "G")  # fitted as atomization energies
@@ -82,17 +83,6 @@ def _offset(data: Dataset, targets) -> np.ndarray:
 
 
 # ---- fit -------------------------------------------------------------------------------------
-def cholesky_solve(K: np.ndarray, Y: np.ndarray, lam: float) -> np.ndarray:
-    """alpha = (K + lam I)^-1 Y by Cholesky in float64 (K is overwritten)."""
-    from .linalg import cholesky_solve_inplace
-
-    K[np.diag_indices_from(K)] += lam
-    try:
-        return cholesky_solve_inplace(K, Y)
-    except np.linalg.LinAlgError:
-        raise JaxqcError(f"kernel matrix is not positive definite at lambda={lam:g}; raise lambda") from None
-
-
 def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = False) -> dict:
     """Grid search over (sigma, lambda) on the validation set, returning the best model's arrays and
     the full grid of validation MAEs [n_sigma, n_lambda, T]."""
@@ -115,7 +105,7 @@ def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = 
         for j, lam in enumerate(config.lambdas):
             Kc = K.copy() if j < len(config.lambdas) - 1 else K
             try:
-                alpha = cholesky_solve(Kc, Y_train - mean, lam)
+                alpha = regularized_solve(Kc, Y_train - mean, lam)
             except JaxqcError:
                 continue
             mae = np.abs(Kv @ alpha + mean - Y_valid).mean(0)
@@ -130,15 +120,6 @@ def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = 
     i, j, alpha = best
     return {"alpha": alpha, "mean": mean, "sigma": config.sigmas[i], "lambda": config.lambdas[j],
             "grid_mae": grid, "timings": timings}
-
-
-def memory_budget_bytes(fraction: float = 0.75) -> int:
-    """A fraction of the machine's physical memory ($JAXQC_MEMORY_GB overrides)."""
-    import os
-
-    if os.environ.get("JAXQC_MEMORY_GB"):
-        return int(float(os.environ["JAXQC_MEMORY_GB"]) * 2**30)
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * fraction)
 
 
 def choose_solver(n: int, budget_bytes: int | None = None) -> str:
@@ -166,7 +147,7 @@ def fit_fixed(X_train, Y_train, config: KRRConfig, sigma: float, lam: float, sol
         D = pairwise_distances(X_train, X_train, distance_kind(config.kernel), config.block_mb,
                                progress="train kernel" if progress else None)
         t1 = time.perf_counter()
-        alpha = cholesky_solve(kernel_from_distances(D, config.kernel, sigma, inplace=True), Y_train - mean, lam)
+        alpha = regularized_solve(kernel_from_distances(D, config.kernel, sigma, inplace=True), Y_train - mean, lam)
         del D
     elif solver in ("cg", "cg-blocked"):
         alpha, info = cg.solve_matrix_free(X_train, Y_train - mean, config.kernel, sigma, lam,
@@ -226,10 +207,11 @@ def train_krr(data: Dataset, config: KRRConfig, n_train: int, n_valid: int | Non
     split = default_split(data, n_train, n_valid, seed)
     t0 = time.perf_counter()
     bags = bag_sizes(data.Z) if config.representation == "bob" else None  # layout of the whole data set
-    X, bags = represent(data.subset(np.concatenate([split["train"], split["valid"]])), config.representation, bags)
+    sub = data.subset(np.concatenate([split["train"], split["valid"]]))
+    X, bags = represent(sub, config.representation, bags)
     n = len(split["train"])
-    Y = target_matrix(data.subset(split["train"]), config.targets)
-    Yv = target_matrix(data.subset(split["valid"]), config.targets)
+    Y_all = target_matrix(sub, config.targets)
+    Y, Yv = Y_all[:n], Y_all[n:]
     t_rep = time.perf_counter() - t0
     if len(config.sigmas) == 1 and len(config.lambdas) == 1:
         # one (sigma, lambda): no grid, so no dense validation kernel; the solver follows memory

@@ -57,6 +57,33 @@ def tiled_triangular_solve(L: np.ndarray, B: np.ndarray, trans: bool = False, ti
     return X
 
 
+def memory_budget_bytes(fraction: float = 0.9) -> int:
+    """Memory a dense solve may use: `fraction` of MemAvailable ($JAXQC_MEMORY_GB overrides)."""
+    import os
+
+    if os.environ.get("JAXQC_MEMORY_GB"):
+        return int(float(os.environ["JAXQC_MEMORY_GB"]) * 2**30)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * fraction)
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * fraction)
+
+
+def regularized_solve(K: np.ndarray, Y: np.ndarray, lam: float, what: str = "kernel") -> np.ndarray:
+    """(K + lam I)^-1 Y in float64 (K is overwritten by its factor); a clear error if not positive definite."""
+    from ..errors import JaxqcError
+
+    K[np.diag_indices_from(K)] += lam
+    try:
+        return cholesky_solve_inplace(K, Y)
+    except np.linalg.LinAlgError:
+        raise JaxqcError(f"{what} matrix is not positive definite at lambda={lam:g}; raise lambda") from None
+
+
 LAPACK_MAX_N = 12_288  # LAPACK's own dpotrf was seen to work up to here (12,000: fine; 17,000: crash)
 
 
