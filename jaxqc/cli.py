@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lambda-grid", type=float, nargs="+", default=None,
                        help="regularisers to try (gdml/sgdml: one value, the diagonal regulariser)")
     train.add_argument("--seed", type=int, default=0, help="split seed")
+    train.add_argument("--solver", default="auto", choices=["auto", "dense", "cg"],
+                       help="gdml/sgdml: dense Cholesky, matrix-free preconditioned CG, or auto (dense while "
+                            "small and in memory)")
+    train.add_argument("--cg-tol", type=float, default=None, help="gdml/sgdml CG: relative residual to stop at (1e-4)")
+    train.add_argument("--cg-rank", type=int, default=None,
+                       help="gdml/sgdml CG: most preconditioner columns (default 2500)")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
@@ -203,13 +209,19 @@ def _train_gdml(args) -> int:
         if len(args.lambda_grid) != 1:
             raise JaxqcError(f"{args.method} takes one --lambda-grid value (the regulariser), got {args.lambda_grid}")
         kw["lam"] = args.lambda_grid[0]
+    kw["solver"] = args.solver
+    if args.cg_tol is not None:
+        kw["cg_tol"] = args.cg_tol
+    if args.cg_rank is not None:
+        kw["cg_rank"] = args.cg_rank
     config = gdml.GDMLConfig(symmetric=args.method == "sgdml", **kw)
     data = io.read(args.data)
     t0 = time.perf_counter()
     model = gdml.train_gdml(data, config, args.n_train, args.n_valid, args.seed, progress=True)
     gdml.save_gdml(model, args.out)
     v = model["validation"]
-    print(f"trained {args.method} on {args.n_train} frames ({len(model['perms'])} permutation(s)) in "
+    print(f"trained {args.method} on {args.n_train} frames ({len(model['perms'])} permutation(s), {model['solver']} "
+          f"solver) in "
           f"{time.perf_counter() - t0:.1f} s: sigma={model['sigma']:g}; validation ({len(model['split']['valid'])} "
           f"frames) force MAE {v['forces_mae']:.4g} kcal/mol/Å"
           + (f", energy MAE {v['energy_mae']:.4g} kcal/mol" if "energy_mae" in v else ""))

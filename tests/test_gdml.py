@@ -149,6 +149,60 @@ def test_fit_interpolates_training_forces(ethanol, ethanol_perms):
     assert abs(np.mean(E - ethanol.E[tr])) < 1e-8
 
 
+# ---- matrix-free solver -----------------------------------------------------------------------------
+@pytest.mark.parametrize("store_bytes", [0, 2**30])  # pair coefficients recomputed / stored
+def test_kernel_operator_equals_the_dense_kernel(ethanol, ethanol_perms, x64, store_bytes):
+    R = ethanol.R[:40:2]
+    x, J = gdml.descriptors(R)
+    K = gdml.kernel_matrix(x, J, 7.0, ethanol_perms, tile=8)
+    op = gdml.KernelOperator(x, J, ethanol_perms, 7.0, lam=1e-3, chunk=32, store_bytes=store_bytes)
+    V = np.random.default_rng(0).standard_normal((len(K), 2))
+    np.testing.assert_allclose(op(V), K @ V + 1e-3 * V, rtol=0, atol=1e-12 * np.abs(K @ V).max())
+    blocks = gdml.self_blocks(x, J, 7.0, ethanol_perms, batch=7)
+    for m in range(len(R)):
+        np.testing.assert_allclose(blocks[m], K[27 * m:27 * (m + 1), 27 * m:27 * (m + 1)], rtol=1e-13, atol=1e-16)
+
+
+def test_cg_solver_matches_the_dense_solver(ethanol, ethanol_perms):
+    """Same frames, sigma and lambda: the matrix-free CG solution predicts what the Cholesky one does."""
+    tr, va, te = np.arange(0, 1200, 12), np.arange(1500, 1520), np.arange(2000, 2100)
+    fits = {}
+    for solver in ("dense", "cg"):
+        config = gdml.GDMLConfig(symmetric=True, sigmas=(20.0,), solver=solver, cg_tol=1e-6, cg_rank=540)
+        fit = gdml.fit(ethanol.R[tr], ethanol.F[tr], ethanol.E[tr], ethanol.R[va], ethanol.F[va],
+                       ethanol.E[va], ethanol_perms, config)
+        x, J = gdml.descriptors(ethanol.R[tr])
+        fits[solver] = (fit, gdml.predict(gdml.make_params(x, gdml.descriptor_coefficients(J, fit["alpha"]),
+                                                           ethanol_perms, 20.0, fit["c"]), ethanol.R[te]))
+    cg_fit, (E_cg, F_cg) = fits["cg"]
+    _, (E_d, F_d) = fits["dense"]
+    info = cg_fit["grid"][0]["cg"]
+    assert cg_fit["solver"] == "cg" and info["converged"] and info["inducing_frames"] == 500 // 27  # the floor of 500 columns
+    assert np.abs(F_cg - F_d).max() < 1e-3 * np.abs(F_d).max()
+    assert np.abs(E_cg - E_d).max() < 1e-3
+    err = {k: np.abs(v[1][1] - ethanol.F[te]).mean() for k, v in fits.items()}
+    assert abs(err["cg"] - err["dense"]) < 1e-3 * err["dense"], err
+
+
+def test_solver_choice_and_memory_errors():
+    assert gdml.choose_solver(100, 27, "auto", budget_bytes=2**30) == "dense"
+    assert gdml.choose_solver(400, 27, "auto", budget_bytes=2**34) == "cg"  # 10,800 unknowns: CG is faster
+    assert gdml.choose_solver(1000, 63, "auto", budget_bytes=24 * 2**30) == "cg"  # aspirin: 30 GB dense
+    assert gdml.choose_solver(100, 27, "cg") == "cg"
+    with pytest.raises(gdml.JaxqcError, match="needs 29.6 GB.*use the cg solver"):
+        gdml.choose_solver(1000, 63, "dense", budget_bytes=24 * 2**30)
+    with pytest.raises(gdml.JaxqcError, match="unknown solver 'lu'"):
+        gdml.choose_solver(10, 27, "lu")
+
+
+def test_cg_that_does_not_converge_is_an_error(ethanol, ethanol_perms):
+    tr = np.arange(0, 600, 20)
+    config = gdml.GDMLConfig(symmetric=True, sigmas=(50.0,), solver="cg", cg_tol=1e-12, cg_maxiter=3, cg_rank=100)
+    with pytest.raises(gdml.JaxqcError, match="no sigma .*CG did not reach relative residual 1e-12 in 3 iterations"):
+        gdml.fit(ethanol.R[tr], ethanol.F[tr], ethanol.E[tr], ethanol.R[tr[:5]], ethanol.F[tr[:5]],
+                 ethanol.E[tr[:5]], ethanol_perms, config)
+
+
 # ---- symmetry of the learned force field -----------------------------------------------------------
 def test_rotation_inversion_translation_and_permutations(small_model, ethanol):
     params = gdml.model_params(small_model)
@@ -240,6 +294,14 @@ def test_cli_train_and_evaluate(ethanol, tmp_path, capsys):
     assert main(["evaluate", str(model), "--data", str(data_file), "--split", "train", "--json"]) == 0
     train = json.loads(capsys.readouterr().out)
     assert train["n"] == 30 and train["forces"]["mae"] < 0.25 * same["forces"]["mae"]  # (nearly) interpolated
+    # the matrix-free solver from the command line gives the same model to CG accuracy
+    model_cg = tmp_path / "m_cg.npz"
+    assert main(["train", "sgdml", "--data", str(data_file), "--n-train", "30", "--n-valid", "20", "--sigma-grid",
+                 "10", "20", "--solver", "cg", "--cg-tol", "1e-7", "--out", str(model_cg)]) == 0
+    assert "cg solver" in capsys.readouterr().out
+    assert main(["evaluate", str(model_cg), "--data", str(data_file), "--json"]) == 0
+    same_cg = json.loads(capsys.readouterr().out)
+    assert abs(same_cg["forces"]["mae"] - same["forces"]["mae"]) < 1e-4 * same["forces"]["mae"]
 
 
 def test_cli_bad_input_exits_2(ethanol, tmp_path, capsys):

@@ -52,6 +52,8 @@ from .symmetries import find_permutations
 SQRT5 = float(np.sqrt(5.0))
 SMALL_T2 = 1e-8  # below (s d)^2 = 1e-8 the Matérn kernel is evaluated by its Taylor series (exact 2nd derivatives)
 KINDS = ("gdml", "sgdml")
+SOLVERS = ("auto", "dense", "cg")
+DENSE_MAX_DIM = 8_192  # auto: dense Cholesky up to this many unknowns (3N M); above it CG is faster here
 UNITS = {"R": "Å", "E": "kcal/mol", "F": "kcal/mol/Å", "descriptor": "1/Å", "sigma": "1/Å"}
 
 
@@ -65,6 +67,10 @@ class GDMLConfig:
     tile_elements: int = 2**22              # kernel tile budget: (tile * 3N)^2 entries (32 MB in float64)
     predict_batch: int = 64                 # geometries per jitted prediction call
     centre_chunk: int = 1024                # training centres per step of the prediction scan
+    solver: str = "auto"                    # dense (Cholesky) | cg (matrix-free) | auto (dense up to DENSE_MAX_DIM, if it fits)
+    cg_tol: float = 1e-4                    # CG stops at |K alpha - y| / |y| below this (sgdml's iterative solver: 1e-4)
+    cg_rank: int = 2500                     # max Nyström preconditioner columns: min(cg_rank, max(500, 3N M / 10)), whole frames
+    cg_maxiter: int = 2000
 
 
 # ---- descriptor ---------------------------------------------------------------------------------
@@ -134,24 +140,24 @@ def force_block_naive(R, Rp, sigma, perms=None):
 @jax.jit
 def force_tile(xi, Ji, xj, Jj, sigma, desc_perms):
     """[B1, 3N, B2, 3N] force-force blocks sum_P J_i^T (a I + b r r^T) J_j[P] between the geometries of
-    two tiles: descriptors x [B, D], Jacobians J [B, D, 3N]; desc_perms [P, D] (descriptor_permutations)."""
+    two tiles: descriptors x [B, D], Jacobians J [B, D, 3N]; desc_perms [P, D] (descriptor_permutations).
+    The sum over P is taken in descriptor space first (G_ij = sum_P a J_jP + b r (r^T J_jP), [D, 3N]) so
+    that the large contraction with J_i happens once, not once per permutation."""
     s = SQRT5 / sigma
 
-    def add_perm(acc, dp):
+    def add_perm(G, dp):
         xjp, Jjp = xj[:, dp], Jj[:, dp, :]  # x(P R_j) [B2, D], J(P R_j) in R_j's atom order [B2, D, 3N]
         r = xi[:, None, :] - xjp[None, :, :]  # [B1, B2, D]
         t = s * jnp.sqrt(jnp.sum(r * r, -1))  # [B1, B2]
         e = jnp.exp(-t)
         a = s * s / 3.0 * (1.0 + t) * e
         b = -(s**4) / 3.0 * e
-        JJ = jnp.einsum("idp,jdq->ipjq", Ji, Jjp)  # [B1, 3N, B2, 3N]
-        u = jnp.einsum("idp,ijd->ipj", Ji, r)  # J_i^T r [B1, 3N, B2]
-        v = jnp.einsum("jdq,ijd->ijq", Jjp, r)  # J_j^T r [B1, B2, 3N]
-        return acc + a[:, None, :, None] * JJ + b[:, None, :, None] * u[..., None] * v[:, None], None
+        v = jnp.einsum("jdq,ijd->ijq", Jjp, r)  # r^T J_jP [B1, B2, 3N]
+        return G + a[:, :, None, None] * Jjp[None] + (b[:, :, None] * r)[..., None] * v[:, :, None, :], None
 
-    n3 = Ji.shape[-1]
-    acc0 = jnp.zeros((xi.shape[0], n3, xj.shape[0], n3), xi.dtype)
-    return jax.lax.scan(add_perm, acc0, desc_perms)[0]
+    G0 = jnp.zeros((xi.shape[0], xj.shape[0]) + Jj.shape[1:], xi.dtype)  # [B1, B2, D, 3N]
+    G = jax.lax.scan(add_perm, G0, desc_perms)[0]
+    return jnp.einsum("idp,ijdq->ipjq", Ji, G)
 
 
 def force_block(R, Rp, sigma, perms=None):
@@ -219,6 +225,166 @@ def kernel_matrix(x, J, sigma, perms, x_cols=None, J_cols=None, tile: int = 64, 
     if progress:
         print(file=sys.stderr)
     return out
+
+
+# ---- matrix-free kernel products (the CG solver) -----------------------------------------------------
+def _pair_coefficients(x, xx, xc, s):
+    """(a, b) [B, chunk] of the descriptor-space Hessian a I + b r r^T between x [B, D] and centres xc."""
+    d2 = jnp.maximum(xx[:, None] + jnp.sum(xc * xc, -1)[None, :] - 2.0 * x @ xc.T, 0.0)
+    t = s * jnp.sqrt(d2)
+    e = jnp.exp(-t)
+    return s * s / 3.0 * (1.0 + t) * e, -(s**4) / 3.0 * e
+
+
+def _apply_pair_coefficients(g, x, a, b, xc, bc):
+    """g + sum_c a_c beta_c + b_c r_c (r_c . beta_c), r_c = x - x_c, for one chunk of centres."""
+    w = b * (x @ bc.T - jnp.sum(xc * bc, -1)[None, :])  # b_c (r_c . beta_c) [B, chunk]
+    return g + a @ bc + jnp.sum(w, -1)[:, None] * x - w @ xc
+
+
+@jax.jit
+def descriptor_kernel_product(x, centres, betas, sigma):
+    """g [B, D] = sum_c (a_c I + b_c r_c r_c^T) beta_c with r_c = x - x_c: the descriptor-space Hessian kernel
+    of geometries x [B, D] against centres x_c with coefficients beta_c ([n_chunks, chunk, D], make_params).
+    This is dE/dx of the energy predictor, written out as GEMMs per chunk of centres."""
+    s = SQRT5 / sigma
+    xx = jnp.sum(x * x, -1)
+
+    def add_chunk(g, chunk):
+        xc, bc = chunk
+        a, b = _pair_coefficients(x, xx, xc, s)
+        return _apply_pair_coefficients(g, x, a, b, xc, bc), None
+
+    return jax.lax.scan(add_chunk, jnp.zeros_like(x), (centres, betas))[0]
+
+
+@jax.jit
+def pair_coefficients(x, centres, sigma):
+    """(a, b) [n_chunks, B, chunk]: the pair coefficients of descriptor_kernel_product, stored once so that
+    repeated products (CG iterations) skip the distances and exponentials."""
+    s = SQRT5 / sigma
+    xx = jnp.sum(x * x, -1)
+    return jax.lax.map(lambda xc: _pair_coefficients(x, xx, xc, s), centres)
+
+
+@jax.jit
+def descriptor_kernel_product_stored(x, centres, betas, a, b):
+    """descriptor_kernel_product with the pair coefficients (a, b) from pair_coefficients."""
+    def add_chunk(g, chunk):
+        xc, bc, ac, bcoef = chunk
+        return _apply_pair_coefficients(g, x, ac, bcoef, xc, bc), None
+
+    return jax.lax.scan(add_chunk, jnp.zeros_like(x), (centres, betas, a, b))[0]
+
+
+class KernelOperator:
+    """v -> (K + lam I) v for the (3N M)^2 training kernel without storing it: alpha is moved to descriptor
+    space (beta_m = J_m alpha_m), the centres' products are summed (descriptor_kernel_product) and moved
+    back (J_m^T g_m). O(M^2 P D) work per product, in float64. The M x (M P) pair coefficients are stored
+    when they take at most `store_bytes` (then a product is three GEMMs per chunk), else recomputed."""
+
+    def __init__(self, x, J, perms, sigma: float, lam: float, chunk: int = 1024, store_bytes: float = 2**30):
+        self.x, self.J, self.perms, self.sigma, self.lam = x, J, perms, sigma, lam
+        self.shape = J.shape[0], J.shape[-1]
+        centres = make_params(x, np.zeros(x.shape), perms, sigma, chunk=chunk)["centres"]
+        self.chunk = centres.shape[1]
+        self.dp = descriptor_permutations(perms)
+        with jax.enable_x64(True):
+            self._xd, self._Jd, self._centres = jnp.asarray(x), jnp.asarray(J), jnp.asarray(centres)
+            self._ab = None
+            if 16 * len(x) * centres.shape[0] * centres.shape[1] <= store_bytes:
+                self._ab = pair_coefficients(self._xd, self._centres, jnp.float64(sigma))
+
+    def __call__(self, V: np.ndarray) -> np.ndarray:
+        V = np.asarray(V, np.float64)
+        cols = V.reshape(len(V), -1)
+        out = np.empty_like(cols)
+        with jax.enable_x64(True):
+            for k in range(cols.shape[1]):
+                beta = descriptor_coefficients(self.J, cols[:, k].reshape(self.shape))[:, self.dp].reshape(-1, self.x.shape[1])
+                pad = self._centres.shape[0] * self.chunk - len(beta)
+                betas = jnp.asarray(np.concatenate([beta, np.zeros((pad, beta.shape[1]))]).reshape(self._centres.shape))
+                if self._ab is None:
+                    g = descriptor_kernel_product(self._xd, self._centres, betas, jnp.float64(self.sigma))
+                else:
+                    g = descriptor_kernel_product_stored(self._xd, self._centres, betas, *self._ab)
+                out[:, k] = np.asarray(jnp.einsum("mdq,md->mq", self._Jd, g)).reshape(-1)
+        return (out + self.lam * cols).reshape(V.shape)
+
+
+def inducing_frames(n_frames: int, n3: int, rank: int, seed: int = 0) -> np.ndarray:
+    """Sorted seeded random training frames whose 3N kernel columns sketch K (about `rank` columns)."""
+    m = int(min(n_frames, max(1, rank // n3)))
+    return np.sort(np.random.default_rng(seed).choice(n_frames, m, replace=False))
+
+
+@jax.jit
+def _self_blocks(x, J, sigma, desc_perms):
+    """[B, 3N, 3N] the kernel block of each geometry with itself."""
+    one = lambda xi, Ji: force_tile(xi[None], Ji[None], xi[None], Ji[None], sigma, desc_perms)[0, :, 0, :]  # noqa: E731
+    return jax.vmap(one)(x, J)
+
+
+def self_blocks(x, J, sigma: float, perms, batch: int = 64) -> np.ndarray:
+    """[M, 3N, 3N] float64 diagonal blocks K(R_m, R_m) of the training kernel."""
+    out = np.empty((len(x), J.shape[-1], J.shape[-1]))
+    with jax.enable_x64(True):
+        dp = jnp.asarray(descriptor_permutations(perms))
+        for s in range(0, len(x), batch):
+            idx = np.minimum(np.arange(s, s + batch), len(x) - 1)  # pad with the last frame: one shape
+            blk = _self_blocks(jnp.asarray(x[idx]), jnp.asarray(J[idx]), jnp.float64(sigma), dp)
+            out[s:s + batch] = np.asarray(blk)[:len(x) - s]
+    return out
+
+
+def solve_cg(x, J, y, perms, sigma: float, config: GDMLConfig, seed: int = 0, progress: bool = False):
+    """alpha [M*3N] of (K + lam I) alpha = y by CG, K applied matrix-free (KernelOperator), preconditioned
+    by the Nyström approximation from the kernel columns of inducing training frames plus the exact
+    3N x 3N self-blocks of every frame (cg.BlockNystromPreconditioner). Returns (alpha, info)."""
+    from .cg import BlockNystromPreconditioner, pcg
+
+    m, n3 = J.shape[0], J.shape[-1]
+    t0 = time.perf_counter()
+    S = inducing_frames(m, n3, min(config.cg_rank, max(500, m * n3 // 10)), seed)
+    columns = kernel_matrix(x, J, sigma, perms, x_cols=x[S], J_cols=J[S], tile=tile_size(n3 // 3, config.tile_elements))
+    idx = (S[:, None] * n3 + np.arange(n3)).reshape(-1)
+    pre = BlockNystromPreconditioner(columns, idx, self_blocks(x, J, sigma, perms), config.lam)
+    del columns
+    t1 = time.perf_counter()
+    op = KernelOperator(x, J, perms, sigma, config.lam, config.centre_chunk)
+    alpha, info = pcg(op, y, pre, config.cg_tol, config.cg_maxiter, progress)
+    if not info["converged"]:
+        raise JaxqcError(f"CG did not reach relative residual {config.cg_tol:g} in {config.cg_maxiter} iterations "
+                         f"(at {info['residual']:.2e}); raise cg_maxiter or cg_rank")
+    info.update(inducing_frames=int(len(S)), rank=int(pre.rank), preconditioner_s=t1 - t0,
+                cg_s=time.perf_counter() - t1)
+    info.pop("history")
+    return alpha[:, 0], info
+
+
+def solve_dense(x, J, y, perms, sigma: float, lam: float, tile: int, progress: bool = False):
+    """alpha [M*3N] of (K + lam I) alpha = y by Cholesky of the dense float64 kernel (lower triangle built)."""
+    t = time.perf_counter()
+    K = kernel_matrix(x, J, sigma, perms, tile=tile, lower_only=True,
+                      progress=f"kernel sigma={sigma:g}" if progress else None)
+    kernel_s = time.perf_counter() - t
+    return regularized_solve(K, y, lam, what="GDML kernel"), {"kernel_s": kernel_s}
+
+
+def choose_solver(n_frames: int, n3: int, solver: str = "auto", budget_bytes: int | None = None) -> str:
+    """dense | cg. auto: dense when the (3N M)^2 float64 kernel fits in memory and has at most
+    DENSE_MAX_DIM unknowns (beyond that the matrix-free CG is faster here and needs O(3N M) memory)."""
+    if solver not in SOLVERS:
+        raise JaxqcError(f"unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    dim = n_frames * n3
+    budget = memory_budget_bytes(fraction=0.9) if budget_bytes is None else budget_bytes
+    fits = dim * dim * 8 <= budget
+    if solver == "dense" and not fits:
+        raise JaxqcError(f"the dense {dim} x {dim} GDML kernel needs {dim * dim * 8 / 2**30:.1f} GB, "
+                         f"{budget / 2**30:.1f} GB are free; use the cg solver or fewer training frames")
+    if solver == "auto":
+        return "dense" if fits and dim <= DENSE_MAX_DIM else "cg"
+    return solver
 
 
 # ---- the energy model ------------------------------------------------------------------------------
@@ -326,31 +492,26 @@ def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDM
     x, J = descriptors(R_train)
     timings["descriptors_s"] = time.perf_counter() - t
     m, n3 = J.shape[0], J.shape[-1]
-    need_gb = (m * n3) ** 2 * 8 / 2**30
-    avail_gb = memory_budget_bytes(fraction=1.0) / 2**30
-    if need_gb > 0.9 * avail_gb:
-        raise JaxqcError(f"the dense {m * n3} x {m * n3} GDML kernel needs {need_gb:.1f} GB, {avail_gb:.1f} GB "
-                         f"are free; use fewer training frames (no matrix-free solver yet)")
+    solver = choose_solver(m, n3, config.solver)
     y = -remove_rigid_body_components(R_train, F_train).reshape(m * n3)  # dE/dR, internal part
     tile = tile_size(n3 // 3, config.tile_elements)
     grid, best = [], None
     timings.update(kernel_s=0.0, solve_s=0.0, validation_s=0.0)
     for sigma in config.sigmas:
         t = time.perf_counter()
-        K = kernel_matrix(x, J, sigma, perms, tile=tile, lower_only=True,
-                          progress=f"kernel sigma={sigma:g}" if progress else None)
-        timings["kernel_s"] += time.perf_counter() - t
-        t = time.perf_counter()
         try:
-            alpha = regularized_solve(K, y, config.lam, what="GDML kernel").reshape(m, n3)
+            if solver == "dense":
+                alpha, info = solve_dense(x, J, y, perms, sigma, config.lam, tile, progress)
+            else:
+                alpha, info = solve_cg(x, J, y, perms, sigma, config, progress=progress)
+            alpha = alpha.reshape(m, n3)
         except JaxqcError as err:
             if progress:
                 print(f"  sigma={sigma:g}: {err}; skipped", file=sys.stderr)
             grid.append({"sigma": sigma, "error": str(err)})
             continue
-        finally:
-            del K
-        timings["solve_s"] += time.perf_counter() - t
+        timings["solve_s"] += time.perf_counter() - t - info.get("kernel_s", 0.0)
+        timings["kernel_s"] += info.get("kernel_s", 0.0)
         t = time.perf_counter()
         params = make_params(x, descriptor_coefficients(J, alpha), perms, sigma, 0.0, config.centre_chunk)
         c = 0.0
@@ -359,7 +520,7 @@ def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDM
             c = float(np.mean(np.asarray(E_train) - E0))
         params["c"] = np.float64(c)
         Ev, Fv = predict(params, R_valid, config.predict_batch)
-        row = {"sigma": sigma, **metrics(Ev, Fv, E_valid, F_valid)}
+        row = {"sigma": sigma, **metrics(Ev, Fv, E_valid, F_valid), **({"cg": info} if "iterations" in info else {})}
         timings["validation_s"] += time.perf_counter() - t
         grid.append(row)
         if progress:
@@ -369,10 +530,9 @@ def fit(R_train, F_train, E_train, R_valid, F_valid, E_valid, perms, config: GDM
         if best is None or row[config.select_on] < best[0][config.select_on]:
             best = (row, alpha, c)
     if best is None:
-        raise JaxqcError(f"no sigma in {config.sigmas} gave a positive-definite kernel; raise lambda "
-                         f"(now {config.lam:g})")
+        raise JaxqcError(f"no sigma in {config.sigmas} gave a solution: {grid[-1]['error']}")
     row, alpha, c = best
-    return {"alpha": alpha, "sigma": row["sigma"], "c": c, "lam": config.lam, "grid": grid,
+    return {"alpha": alpha, "sigma": row["sigma"], "c": c, "lam": config.lam, "grid": grid, "solver": solver,
             "validation": row, "timings": timings}
 
 
@@ -439,7 +599,8 @@ def save_gdml(model: dict, path) -> None:
               "alpha": np.asarray(model["alpha"]).reshape(np.shape(model["R_train"])),
               "perms": np.asarray(model["perms"]), "sigma": np.float64(model["sigma"]), "c": np.float64(model["c"])}
     config = {**dataclasses.asdict(model["config"]), "sigma": model["sigma"], "lam_used": model["lam"],
-              "grid": model["grid"], "n_perms": int(len(model["perms"]))}
+              "grid": model["grid"], "n_perms": int(len(model["perms"])),
+              "solver_used": model.get("solver", "dense")}
     split = model["split"]
     prov = {"dataset_md5": model["dataset_md5"], "dataset_name": model["dataset_name"],
             "protocol": f"random disjoint train/valid split of the data set (seed {model['seed']})",
@@ -456,11 +617,12 @@ def load_gdml(path) -> dict:
     if kind not in KINDS:
         raise JaxqcError(f"{path}: a {kind} model, not a GDML/sGDML model")
     cfg = dict(header["config"])
-    extra = {k: cfg.pop(k) for k in ("sigma", "lam_used", "grid", "n_perms")}
+    extra = {k: cfg.pop(k, None) for k in ("sigma", "lam_used", "grid", "n_perms", "solver_used")}
     config = GDMLConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     return {"kind": kind, "z": params["z"], "R_train": params["R_train"], "alpha": params["alpha"],
             "perms": params["perms"], "sigma": float(params["sigma"]), "c": float(params["c"]), "config": config,
-            "lam": extra["lam_used"], "grid": extra["grid"], "provenance": header["provenance"],
+            "lam": extra["lam_used"], "grid": extra["grid"], "solver": extra["solver_used"] or "dense",
+            "provenance": header["provenance"],
             "units": header["units"]}
 
 
