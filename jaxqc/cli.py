@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--list", action="store_true", help="list what can be downloaded")
     dl.add_argument("--sha256", help="expected SHA-256 of the file (checked before it is kept)")
     train = sub.add_parser("train", help="train a model")
-    train.add_argument("method", choices=["krr", "gdml", "sgdml"],
+    train.add_argument("method", choices=["krr", "gdml", "sgdml", "schnet", "dtnn"],
                        help="krr: kernel ridge regression of molecular properties; gdml/sgdml: kernel force "
-                            "field of one molecule from forces (sgdml: symmetrised over its permutations)")
+                            "field of one molecule from forces (sgdml: symmetrised over its permutations); "
+                            "schnet/dtnn: neural networks (energies, forces or a QM9 property)")
     train.add_argument("--data", required=True,
                        help="registered name (qm9, ethanol-xtb) or file (per-molecule properties for krr; "
                             "frames of one molecule with energies and forces for gdml/sgdml)")
@@ -86,7 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cg-tol", type=float, default=None, help="gdml/sgdml CG: relative residual to stop at (1e-4)")
     train.add_argument("--cg-rank", type=int, default=None,
                        help="gdml/sgdml CG: most preconditioner columns (default 2500)")
-    train.add_argument("--out", required=True, help="model file to write (.npz)")
+    train.add_argument("--forces", action="store_true", help="schnet/dtnn: train on energies and forces")
+    train.add_argument("--epochs", type=int, default=None, help="schnet/dtnn: most epochs (default 1000)")
+    train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                       help="schnet/dtnn: stop after this many minutes of training")
+    train.add_argument("--batch-size", type=int, default=None, help="schnet/dtnn (default 32)")
+    train.add_argument("--lr", type=float, default=None, help="schnet/dtnn learning rate (default 5e-4)")
+    train.add_argument("--features", type=int, default=None, help="schnet/dtnn feature width")
+    train.add_argument("--interactions", type=int, default=None, help="schnet/dtnn interaction blocks")
+    train.add_argument("--cutoff", type=float, default=None, help="schnet/dtnn cutoff in Å")
+    train.add_argument("--resume", action="store_true", help="schnet/dtnn: continue the run in --out")
+    train.add_argument("--devices", type=int, default=None, help="schnet/dtnn: local devices to use (default all)")
+    train.add_argument("--coordinator", default=None, help="multi-host: coordinator address host:port")
+    train.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+    train.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+    train.add_argument("--out", required=True, help="model file to write (.npz); schnet/dtnn: a run directory")
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
     ev.add_argument("model")
@@ -173,6 +188,8 @@ ALL_QM9_TARGETS = ("U0", "U", "H", "G", "HOMO", "LUMO", "gap", "ZPVE", "mu", "al
 def cmd_train(args) -> int:
     if args.method in ("gdml", "sgdml"):
         return _train_gdml(args)
+    if args.method in ("schnet", "dtnn"):
+        return _train_network(args)
     from .data import io
     from .kernels import krr
 
@@ -226,6 +243,64 @@ def _train_gdml(args) -> int:
           f"frames) force MAE {v['forces_mae']:.4g} kcal/mol/Å"
           + (f", energy MAE {v['energy_mae']:.4g} kcal/mol" if "energy_mae" in v else ""))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _train_network(args) -> int:
+    from .data import io
+    from .train import loop
+    from .train.run import train_network
+
+    if args.coordinator or args.num_processes:
+        import jax
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    kw = {k: v for k, v in (("epochs", args.epochs), ("time_budget_min", args.time_budget),
+                            ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+    if args.time_budget is not None and args.epochs is None:
+        kw["epochs"] = 10**9
+    cfg = loop.TrainConfig(seed=args.seed, **kw)
+    model_kw = {k: v for k, v in (("features", args.features), ("interactions", args.interactions),
+                                  ("cutoff_ang", args.cutoff)) if v is not None}
+    data = io.read(args.data)
+    target = (args.target or ["U0" if "U0" in data.props else "energy"])[0]
+    out = train_network(args.method, data, target, args.forces, args.n_train, args.n_valid, cfg, args.out,
+                        model_kw, resume=args.resume, n_devices=args.devices, seed=args.seed)
+    print(f"trained {args.method} on {args.n_train} {'frames' if target == 'energy' else 'molecules'} "
+          f"({out['epochs']} epochs, {out['steps']} steps, {out['time_s']:.0f} s, stopped: {out['stop_reason']}); "
+          f"best validation MAE {out['best_valid']:.4g} at epoch {out['best_epoch']}")
+    print(f"wrote {args.out}/model.npz")
+    return 0
+
+
+def _evaluate_network(args) -> int:
+    from .data import io
+    from .errors import JaxqcError
+    from .train.run import load_network, predict_network
+
+    kind, config, energy, params, header = load_network(args.model)
+    prov, target = header["provenance"], header["config"]["target"]
+    data = io.read(args.data)
+    if args.split == "all":
+        idx, frames = np.arange(len(data)), "all of --data"
+    elif prov["dataset_md5"] in (data.md5, data.meta.get("md5")):
+        idx, frames = np.asarray(prov[f"{args.split}_idx"]), f"the model's {args.split} split"
+    elif args.split == "test":
+        idx, frames = np.arange(len(data)), "all of --data (not the training data set)"
+    else:
+        raise JaxqcError(f"{args.data} is not the data set the model was trained on; use --split test or all")
+    if len(idx) == 0:
+        raise JaxqcError(f"{args.data}: no molecules in {frames}")
+    forces = target == "energy" and data.F is not None
+    E, F = predict_network(energy, params, data, idx, forces)
+    if target == "energy":
+        result = {"energy": _metrics(E, data.E[idx], "kcal/mol")}
+        if forces:
+            mask = data.Z[idx] > 0
+            result["forces"] = _metrics(F[mask], data.F[idx][mask], "kcal/mol/Å")
+    else:
+        result = {target: _metrics(E, data.props[target][idx], header["units"]["target"])}
+    result.update(n=int(len(idx)), frames=frames)
+    _print_result(result, f"{len(idx)} molecules ({frames})", args.json)
     return 0
 
 
@@ -295,8 +370,15 @@ def cmd_evaluate(args) -> int:
     from .kernels import krr
     from .potential import load_model
 
-    if load_model(args.model)[0] in ("gdml", "sgdml"):
+    from pathlib import Path
+
+    if Path(args.model).is_dir():
+        return _evaluate_network(args)
+    kind = load_model(args.model)[0]
+    if kind in ("gdml", "sgdml"):
         return _evaluate_gdml(args)
+    if kind in ("schnet", "dtnn"):
+        return _evaluate_network(args)
     model = krr.load_krr(args.model)
     data = io.read(args.data)
     prov = model["provenance"]
@@ -330,7 +412,7 @@ def main(argv=None) -> int:
         print(f"jaxqc: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxqc: interrupted", file=sys.stderr)
+        print("jaxqc: interrupted (a network run keeps its last checkpoint: add --resume)", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,1 @@
+"""Neural networks for molecules: DTNN and SchNet (flax), sharing layers.py."""

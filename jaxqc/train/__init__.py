@@ -1,0 +1,1 @@
+"""Training infrastructure shared by every network: optax loop, checkpoints, logs, device sharding."""

@@ -1,0 +1,315 @@
+"""The training loop every network shares: optax, fixed padding buckets, checkpoints, logs, devices.
+
+A run directory holds config.json, checkpoint.npz (the full training state after the last finished
+epoch, written atomically), model.npz (the best model on validation, a jaxqc model file),
+metrics.jsonl / metrics.csv (one row per epoch) and learning_curve.png. `resume=True` continues a killed
+run from its checkpoint and reproduces the uninterrupted run: the data order of epoch k depends only on
+(seed, k), and the optimiser, EMA, plateau and early-stopping state are all in the checkpoint.
+
+Data parallel: with more than one device the batch is sharded over a 1-D device mesh ("batch") and the
+parameters are replicated; XLA inserts the gradient all-reduce. Multi-host runs call
+jax.distributed.initialize() first (cli: --coordinator/--num-processes/--process-id).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..data.io import atomic_write_text
+from ..data.molecules import Dataset, Molecules, atom_buckets, batches
+from ..errors import JaxqcError
+from ..potential import energy_and_forces_fn, save_model
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+class TrainingDiverged(JaxqcError):
+    """The loss became NaN/inf or grew past the divergence limit; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    epochs: int = 1000
+    time_budget_min: float | None = None    # stop after this much training time (checked every epoch)
+    optimizer: str = "adam"                 # adam | adamw
+    lr: float = 5e-4
+    weight_decay: float = 0.0               # adamw only
+    warmup_steps: int = 0                   # linear warm-up of the learning rate
+    schedule: str = "plateau"               # plateau (decay on validation plateau) | exponential | constant
+    decay_steps: int = 100_000              # exponential: lr * 0.1 ** (step / decay_steps)
+    plateau_patience: int = 10              # epochs without validation improvement before lr *= factor
+    plateau_factor: float = 0.5
+    min_lr: float = 1e-6
+    clip_norm: float | None = 10.0          # global gradient-norm clipping
+    ema_decay: float | None = 0.99          # exponential moving average of the parameters (validation, model)
+    energy_weight: float = 1.0              # loss = w_E MSE(E)/scale^2 + w_F MSE(F)/scale^2
+    force_weight: float = 0.0               # > 0: train on forces (-dE/dR) too
+    patience: int = 50                      # early stopping: epochs without validation improvement
+    divergence_factor: float = 1e3          # stop if an epoch's loss exceeds this x the first epoch's
+    seed: int = 0
+
+
+@flax.struct.dataclass
+class TrainState:
+    net: dict            # trained parameters
+    stats: dict          # fixed scale / shift / element references
+    opt_state: optax.OptState
+    ema: dict            # EMA of net (equal to net when ema_decay is None)
+    step: jnp.ndarray
+
+
+def make_optimizer(cfg: TrainConfig):
+    def build(learning_rate):
+        opt = (optax.adamw(learning_rate, weight_decay=cfg.weight_decay) if cfg.optimizer == "adamw"
+               else optax.adam(learning_rate))
+        return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt) if cfg.clip_norm else opt
+
+    if cfg.optimizer not in ("adam", "adamw"):
+        raise JaxqcError(f"unknown optimizer {cfg.optimizer!r}; adam or adamw")
+    return optax.inject_hyperparams(build)(learning_rate=cfg.lr)
+
+
+def learning_rate(cfg: TrainConfig, step: int, plateau_scale: float) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    decay = 0.1 ** (step / cfg.decay_steps) if cfg.schedule == "exponential" else 1.0
+    return max(cfg.min_lr, cfg.lr * warm * decay * plateau_scale) if cfg.schedule != "constant" else cfg.lr * warm
+
+
+def label(batch: Molecules, target: str):
+    return batch.E if target == "energy" else batch.props[target]
+
+
+def make_steps(energy, cfg: TrainConfig, target: str):
+    """(train_step, eval_step) pure functions for jit."""
+    e_and_f = energy_and_forces_fn(energy)
+    use_forces = cfg.force_weight > 0
+    tx = make_optimizer(cfg)
+
+    def predict(net, stats, batch):
+        params = {"net": net, "stats": stats}
+        if use_forces:
+            return e_and_f(params, batch)
+        return energy(params, batch), None
+
+    def loss_fn(net, stats, batch):
+        e, f = predict(net, stats, batch)
+        m = batch.mol_mask
+        n_mol = jnp.maximum(jnp.sum(m), 1)
+        scale2 = stats["scale"] ** 2
+        loss = cfg.energy_weight * jnp.sum(jnp.where(m, (e - label(batch, target)) ** 2, 0.0)) / n_mol / scale2
+        if use_forces:
+            am = batch.mask & m[:, None]
+            n_comp = jnp.maximum(3 * jnp.sum(am), 1)
+            loss = loss + cfg.force_weight * jnp.sum(jnp.where(am[..., None], (f - batch.F) ** 2, 0.0)) / n_comp / scale2
+        return loss
+
+    def train_step(state: TrainState, batch: Molecules, lr):
+        loss, grads = jax.value_and_grad(loss_fn)(state.net, state.stats, batch)
+        opt_state = state.opt_state
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
+        updates, opt_state = tx.update(grads, opt_state, state.net)
+        net = optax.apply_updates(state.net, updates)
+        d = cfg.ema_decay
+        ema = jax.tree_util.tree_map(lambda a, b: d * a + (1 - d) * b, state.ema, net) if d else net
+        return state.replace(net=net, opt_state=opt_state, ema=ema, step=state.step + 1), loss
+
+    def eval_step(net, stats, batch: Molecules):
+        """Sums over the batch: |dE|, dE^2, molecules, and |dF|, dF^2, components when forces are known."""
+        params = {"net": net, "stats": stats}
+        if batch.F is not None and target == "energy":
+            e, f = e_and_f(params, batch)
+        else:
+            e, f = energy(params, batch), None
+        m = batch.mol_mask
+        de = jnp.where(m, e - label(batch, target), 0.0)
+        out = {"e_abs": jnp.sum(jnp.abs(de)), "e_sq": jnp.sum(de**2), "n_mol": jnp.sum(m)}
+        if f is not None:
+            am = (batch.mask & m[:, None])[..., None]
+            df = jnp.where(am, f - batch.F, 0.0)
+            out.update(f_abs=jnp.sum(jnp.abs(df)), f_sq=jnp.sum(df**2), n_comp=3 * jnp.sum(am))
+        return out
+
+    return tx, train_step, eval_step
+
+
+def device_mesh(n_devices: int | None = None) -> Mesh:
+    devices = jax.devices()[: n_devices or len(jax.devices())]
+    return Mesh(np.array(devices), ("batch",))
+
+
+def evaluate_batches(eval_step, net, stats, data: Dataset, idx, batch_size, buckets, put=lambda b: b) -> dict:
+    """MAE / RMSE of energies (or the target) and forces over the molecules idx."""
+    tot = {}
+    for batch in batches(data, idx, batch_size, buckets):
+        for k, v in eval_step(net, stats, put(batch)).items():
+            tot[k] = tot.get(k, 0.0) + float(v)
+    out = {"energy_mae": tot["e_abs"] / tot["n_mol"], "energy_rmse": math.sqrt(tot["e_sq"] / tot["n_mol"])}
+    if "f_abs" in tot:
+        out.update(forces_mae=tot["f_abs"] / tot["n_comp"], forces_rmse=math.sqrt(tot["f_sq"] / tot["n_comp"]))
+    return out
+
+
+def _progress(epoch, cfg, t_run, meta, row, end=False):
+    if cfg.time_budget_min:
+        left = max(0.0, 60 * cfg.time_budget_min - t_run)
+    else:
+        left = t_run / max(1, epoch + 1 - meta["start_epoch"]) * (cfg.epochs - epoch - 1)
+    metric = row.get("valid_forces_mae", row.get("valid_energy_mae"))
+    print(f"\r  epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4g}  valid MAE {metric:.4g}  "
+          f"lr {row['lr']:.2e}  {t_run:.0f} s  ETA {left:.0f} s   ", end="\n" if end else "", file=sys.stderr,
+          flush=True)
+
+
+def train(kind: str, model_config, energy, params: dict, data: Dataset, split: dict, cfg: TrainConfig,
+          run_dir, target: str = "energy", resume: bool = False, n_devices: int | None = None,
+          provenance: dict | None = None, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+    """Train `params` ({"net", "stats"}) of `energy` on data[split["train"]], validating on split["valid"].
+    Returns a summary dict; raises TrainingDiverged (after keeping the last good checkpoint).
+    `stop_after_epochs` ends this call early (as a kill would), for tests of --resume."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mesh = device_mesh(n_devices)
+    n_dev = mesh.devices.size
+    if cfg.batch_size % n_dev:
+        raise JaxqcError(f"batch size {cfg.batch_size} is not divisible by the {n_dev} devices")
+    repl = NamedSharding(mesh, PartitionSpec())
+    shard = NamedSharding(mesh, PartitionSpec("batch"))
+    put = lambda b: jax.device_put(b, shard)  # noqa: E731
+    tx, train_step, eval_step = make_steps(energy, cfg, target)
+    train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=0)
+    eval_step = jax.jit(eval_step)
+    tr, va = np.asarray(split["train"]), np.asarray(split["valid"])
+    buckets = atom_buckets(data.n_atoms[np.concatenate([tr, va])])
+
+    state = TrainState(net=params["net"], stats=params["stats"], opt_state=tx.init(params["net"]),
+                       ema=params["net"], step=jnp.zeros((), jnp.int32))
+    meta = {"epoch": -1, "best": None, "best_epoch": -1, "bad_epochs": 0, "plateau_bad": 0, "plateau_scale": 1.0,
+            "first_loss": None, "elapsed_s": 0.0}
+    ckpt, model_path, log_path = run_dir / "checkpoint.npz", run_dir / "model.npz", run_dir / "metrics.jsonl"
+    if resume and ckpt.exists():
+        state, saved = load_checkpoint(ckpt, state)
+        meta.update({k: saved[k] for k in meta})
+        if progress:
+            print(f"  resuming after epoch {meta['epoch'] + 1} ({meta['elapsed_s']:.0f} s trained)", file=sys.stderr)
+    elif log_path.exists():
+        log_path.unlink()
+    config_json = {"kind": kind, "target": target, "model": dataclasses.asdict(model_config),
+                   "train": dataclasses.asdict(cfg), "buckets": list(buckets), "n_devices": n_dev}
+    atomic_write_text(run_dir / "config.json", json.dumps(config_json, indent=1))
+    state = jax.device_put(state, repl)
+    meta["start_epoch"] = meta["epoch"] + 1
+    t_start = time.perf_counter() - meta["elapsed_s"]
+    stop_reason = "epochs"
+    for epoch in range(meta["epoch"] + 1, cfg.epochs):
+        losses, weights = [], []
+        for batch in batches(data, tr, cfg.batch_size, buckets, shuffle=True, seed=cfg.seed * 100_003 + epoch):
+            lr = learning_rate(cfg, int(state.step), meta["plateau_scale"])
+            state, loss = train_step(state, put(batch), lr)
+            losses.append(loss)
+            weights.append(float(np.sum(batch.mol_mask)))
+        train_loss = float(np.average(np.asarray(jax.device_get(losses)), weights=weights))
+        if meta["first_loss"] is None:
+            meta["first_loss"] = train_loss
+        if not np.isfinite(train_loss) or train_loss > cfg.divergence_factor * meta["first_loss"]:
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch + 1}: loss {train_loss:.4g} (first epoch {meta['first_loss']:.4g}); "
+                f"stopped, the last good checkpoint (after epoch {meta['epoch'] + 1}) and best model are kept in "
+                f"{run_dir}. Lower the learning rate (now {cfg.lr:g}) or raise clipping")
+        params_eval = state.ema
+        valid = evaluate_batches(eval_step, params_eval, state.stats, data, va, cfg.batch_size, buckets, put)
+        metric = valid.get("forces_mae", valid["energy_mae"]) if cfg.force_weight > 0 else valid["energy_mae"]
+        t_run = time.perf_counter() - t_start
+        row = {"epoch": epoch + 1, "step": int(state.step), "time_s": t_run, "lr": lr, "train_loss": train_loss,
+               **{f"valid_{k}": v for k, v in valid.items()}}
+        with open(log_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        improved = meta["best"] is None or metric < meta["best"]
+        if improved:
+            meta.update(best=metric, best_epoch=epoch + 1, bad_epochs=0, plateau_bad=0)
+            save_model(model_path, kind, {"net": jax.device_get(params_eval), "stats": jax.device_get(state.stats)},
+                       config_json, {**(provenance or {}), "epoch": epoch + 1, "validation": valid,
+                                     "train_idx": tr, "valid_idx": va}, _units(target))
+        else:
+            meta["bad_epochs"] += 1
+            meta["plateau_bad"] += 1
+            if cfg.schedule == "plateau" and meta["plateau_bad"] >= cfg.plateau_patience:
+                meta["plateau_scale"] *= cfg.plateau_factor
+                meta["plateau_bad"] = 0
+        meta.update(epoch=epoch, elapsed_s=t_run)
+        save_checkpoint(ckpt, jax.device_get(state), {k: v for k, v in meta.items() if k != "start_epoch"})
+        if progress:
+            _progress(epoch, cfg, t_run, meta, row)
+        if meta["bad_epochs"] >= cfg.patience:
+            stop_reason = "early stopping"
+            break
+        if cfg.time_budget_min and t_run >= 60 * cfg.time_budget_min:
+            stop_reason = "time budget"
+            break
+        if cfg.schedule == "plateau" and cfg.lr * meta["plateau_scale"] < cfg.min_lr:
+            stop_reason = "learning rate below min_lr"
+            break
+        if stop_after_epochs is not None and epoch + 1 - meta["start_epoch"] >= stop_after_epochs:
+            stop_reason = "stopped (stop_after_epochs)"
+            break
+    if progress:
+        print(file=sys.stderr)
+    write_csv(log_path, run_dir / "metrics.csv")
+    plot_learning_curve(log_path, run_dir / "learning_curve.png")
+    return {"stop_reason": stop_reason, "epochs": meta["epoch"] + 1, "best_epoch": meta["best_epoch"],
+            "best_valid": meta["best"], "time_s": meta["elapsed_s"], "steps": int(state.step),
+            "state": jax.device_get(state), "run_dir": str(run_dir)}
+
+
+def _units(target: str) -> dict:
+    from ..data.qm9 import QM9_TARGETS
+
+    return {"R": "Å", "E": "kcal/mol", "F": "kcal/mol/Å", "target": QM9_TARGETS.get(target, "kcal/mol")}
+
+
+def read_log(log_path) -> list:
+    return [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+
+
+def write_csv(log_path, csv_path) -> None:
+    rows = read_log(log_path) if Path(log_path).exists() else []
+    if not rows:
+        return
+    keys = list(rows[-1])
+    lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in rows]
+    atomic_write_text(csv_path, "\n".join(lines) + "\n")
+
+
+def plot_learning_curve(log_path, png_path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = read_log(log_path) if Path(log_path).exists() else []
+    if not rows:
+        return False
+    t = [r["time_s"] / 60 for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a1.semilogy(t, [r["train_loss"] for r in rows])
+    a1.set(xlabel="training time (min)", ylabel="train loss")
+    for k in ("valid_energy_mae", "valid_forces_mae"):
+        if k in rows[-1]:
+            a2.semilogy(t, [r[k] for r in rows], label=k[6:])
+    a2.set(xlabel="training time (min)", ylabel="validation MAE")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,197 @@
+"""DTNN and SchNet: symmetry (rotation with inversion, translation, permutation), padding, forces vs
+finite differences in float64; the shared training loop: it learns, resumes exactly, stops on divergence
+keeping the last good checkpoint, compiles once per bucket, and gives the same losses on 4 devices."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import random_rotation
+
+from jaxqc.data import io
+from jaxqc.data.molecules import random_split
+from jaxqc.errors import FormatError
+from jaxqc.nn import model as nnmodel
+from jaxqc.potential import energy_and_forces_fn
+from jaxqc.train import loop
+from jaxqc.train.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"schnet": dict(features=16, interactions=2, n_rbf=12), "dtnn": dict(features=8, factors=12, n_rbf=20)}
+
+
+@pytest.fixture(scope="module")
+def ethanol():
+    return io.read("ethanol-xtb")
+
+
+def build(kind, data, idx, dtype=jnp.float32, **train):
+    config = nnmodel.config_for(kind, **TINY[kind])
+    ref = nnmodel.atom_reference(data, "energy", config.max_z)
+    stats = nnmodel.fit_stats(data, idx, "energy", ref, use_forces=True, readout="sum")
+    example = data.molecules(idx[:2], dtype=dtype)
+    params = nnmodel.init_params(kind, config, jax.random.PRNGKey(0), example, stats)
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    return config, nnmodel.make_energy(kind, config), params
+
+
+@pytest.mark.parametrize("kind", ["schnet", "dtnn"])
+def test_invariance_and_padding(kind, ethanol, x64):
+    idx = np.arange(4)
+    _, energy, params = build(kind, ethanol, idx, jnp.float64)
+    ef = jax.jit(energy_and_forces_fn(energy))
+    mol = ethanol.molecules(idx, dtype=jnp.float64)
+    E, F = ef(params, mol)
+    rot = random_rotation(np.random.default_rng(0), inversion=True)
+    moved = mol.replace(R=mol.R @ jnp.asarray(rot.T) + jnp.array([1.5, -2.0, 0.3]))
+    E2, F2 = ef(params, moved)
+    np.testing.assert_allclose(E2, E, rtol=1e-11)
+    np.testing.assert_allclose(F2, F @ rot.T, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(F).sum(1), 0.0, atol=1e-9)  # no net force
+    perm = np.array([0, 1, 2, 4, 3, 6, 5, 7, 8])  # swap same-element atoms (H with H)
+    assert np.all(ethanol.Z[0][perm] == ethanol.Z[0])
+    E3, F3 = ef(params, mol.replace(R=mol.R[:, perm]))
+    np.testing.assert_allclose(E3, E, rtol=1e-11)
+    np.testing.assert_allclose(F3, F[:, perm], atol=1e-9)
+    padded = ethanol.molecules(idx, n_atoms_pad=16, batch_pad=6, dtype=jnp.float64)  # padding adds nothing
+    E4, F4 = ef(params, padded)
+    np.testing.assert_allclose(E4[:4], E, rtol=1e-12)
+    np.testing.assert_allclose(F4[:4, :9], F, atol=1e-12)
+    assert np.all(np.isfinite(np.asarray(F4))) and np.all(np.asarray(F4)[:, 9:] == 0)
+
+
+@pytest.mark.parametrize("kind", ["schnet", "dtnn"])
+def test_forces_match_finite_differences(kind, ethanol, x64):
+    idx = np.arange(2)
+    _, energy, params = build(kind, ethanol, idx, jnp.float64)
+    mol = ethanol.molecules(idx[:1], dtype=jnp.float64)
+    _, F = energy_and_forces_fn(energy)(params, mol)
+    h = 1e-5
+    for a, k in [(0, 0), (3, 1), (8, 2)]:
+        dR = jnp.zeros_like(mol.R).at[0, a, k].set(h)
+        fd = -(energy(params, mol.replace(R=mol.R + dR)) - energy(params, mol.replace(R=mol.R - dR)))[0] / (2 * h)
+        np.testing.assert_allclose(F[0, a, k], fd, rtol=1e-6, atol=1e-7)
+
+
+def tiny_run(ethanol, tmp, epochs, **kw):
+    split = random_split(len(ethanol), {"train": 32, "valid": 16}, seed=0)
+    cfg = loop.TrainConfig(batch_size=8, epochs=epochs, lr=3e-3, force_weight=1.0, ema_decay=None, **kw)
+    config, energy, params = build("schnet", ethanol, split["train"])
+    return loop.train("schnet", config, energy, params, ethanol, split, cfg, tmp, progress=False)
+
+
+def test_training_learns_and_writes_a_run_directory(ethanol, tmp_path):
+    out = tiny_run(ethanol, tmp_path, epochs=12)
+    rows = loop.read_log(tmp_path / "metrics.jsonl")
+    assert len(rows) == 12 and out["stop_reason"] == "epochs"
+    assert rows[-1]["train_loss"] < 0.3 * rows[0]["train_loss"], (rows[0], rows[-1])
+    assert min(r["valid_forces_mae"] for r in rows) < rows[0]["valid_forces_mae"]
+    for name in ("config.json", "checkpoint.npz", "model.npz", "metrics.csv"):
+        assert (tmp_path / name).exists(), name
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["kind"] == "schnet" and cfg["model"]["features"] == 16
+
+
+def test_resume_reproduces_the_uninterrupted_run(ethanol, tmp_path):
+    split = random_split(len(ethanol), {"train": 32, "valid": 16}, seed=0)
+    cfg = loop.TrainConfig(batch_size=8, epochs=4, lr=3e-3, force_weight=1.0)
+    config, energy, params = build("schnet", ethanol, split["train"])
+    full = loop.train("schnet", config, energy, params, ethanol, split, cfg, tmp_path / "a", progress=False)
+    loop.train("schnet", config, energy, params, ethanol, split, cfg, tmp_path / "b", progress=False,
+               stop_after_epochs=2)  # "killed" after two epochs
+    resumed = loop.train("schnet", config, energy, params, ethanol, split, cfg, tmp_path / "b", resume=True,
+                         progress=False)
+    assert resumed["epochs"] == full["epochs"] == 4 and resumed["steps"] == full["steps"]
+    for a, b in zip(jax.tree_util.tree_leaves(full["state"]), jax.tree_util.tree_leaves(resumed["state"])):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(ethanol, tmp_path):
+    split = random_split(len(ethanol), {"train": 32, "valid": 16}, seed=0)
+    config, energy, params = build("schnet", ethanol, split["train"])
+    ok = loop.TrainConfig(batch_size=8, epochs=1, lr=1e-3, force_weight=1.0)
+    loop.train("schnet", config, energy, params, ethanol, split, ok, tmp_path, progress=False)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    bad = loop.TrainConfig(batch_size=8, epochs=3, lr=1e6, force_weight=1.0, clip_norm=None, divergence_factor=10.0)
+    with pytest.raises(loop.TrainingDiverged, match="diverged in epoch 2.*last good checkpoint \\(after epoch 1\\)"):
+        loop.train("schnet", config, energy, params, ethanol, split, bad, tmp_path, resume=True, progress=False)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(ethanol, tmp_path):
+    tiny_run(ethanol, tmp_path, epochs=1)
+    split = random_split(len(ethanol), {"train": 32, "valid": 16}, seed=0)
+    config, energy, params = build("dtnn", ethanol, split["train"])
+    with pytest.raises(FormatError, match="arrays, this configuration needs"):
+        load_checkpoint(tmp_path / "checkpoint.npz", {"net": params["net"]})
+    data = (tmp_path / "checkpoint.npz").read_bytes()
+    (tmp_path / "checkpoint.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match="corrupt or truncated checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.npz", params)
+
+
+def test_four_devices_give_the_same_losses(tmp_path):
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        import jax, numpy as np
+        from jaxqc.data import io
+        from jaxqc.data.molecules import random_split
+        from jaxqc.train import loop
+        from test_nn import build
+        data = io.read("ethanol-xtb")
+        split = random_split(len(data), {{"train": 32, "valid": 16}}, seed=0)
+        cfg = loop.TrainConfig(batch_size=8, epochs=3, lr=3e-3, force_weight=1.0)
+        out = {{}}
+        for n in (1, 4):
+            config, energy, params = build("schnet", data, split["train"])
+            loop.train("schnet", config, energy, params, data, split, cfg, {str(tmp_path)!r} + f"/d{{n}}",
+                       n_devices=n, progress=False)
+            out[n] = [r["train_loss"] for r in loop.read_log({str(tmp_path)!r} + f"/d{{n}}/metrics.jsonl")]
+        print(json.dumps({{"devices": len(jax.devices()), "losses": out}}))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    np.testing.assert_allclose(out["losses"]["4"], out["losses"]["1"], rtol=1e-4)
+
+
+def test_one_compilation_per_bucket(ethanol):
+    split = random_split(len(ethanol), {"train": 24, "valid": 8}, seed=0)
+    cfg = loop.TrainConfig(batch_size=8, force_weight=1.0)
+    config, energy, params = build("schnet", ethanol, split["train"])
+    tx, train_step, _ = loop.make_steps(energy, cfg, "energy")
+    step = jax.jit(train_step)
+    state = loop.TrainState(net=params["net"], stats=params["stats"], opt_state=tx.init(params["net"]),
+                            ema=params["net"], step=jnp.zeros((), jnp.int32))
+    from jaxqc.data.molecules import batches
+    for batch in batches(ethanol, split["train"], 8, buckets=(12,), shuffle=True):
+        state, _ = step(state, batch, 1e-3)
+    assert step._cache_size() == 1
+
+
+def test_cli_train_and_evaluate_schnet(tmp_path, capsys):
+    from jaxqc.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "schnet", "--data", "ethanol-xtb", "--forces", "--n-train", "16", "--n-valid", "8",
+                 "--epochs", "2", "--batch-size", "8", "--features", "16", "--interactions", "1",
+                 "--out", str(run)]) == 0
+    assert "trained schnet on 16 frames (2 epochs" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--data", "ethanol-xtb", "--split", "valid", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 8 and res["energy"]["unit"] == "kcal/mol" and res["forces"]["unit"] == "kcal/mol/Å"
+    assert 0 < res["forces"]["mae"] <= res["forces"]["rmse"]
+    assert main(["evaluate", str(run / "model.npz"), "--data", "ethanol-xtb", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 3000 - 24
+    assert main(["train", "schnet", "--data", "ethanol-xtb", "--target", "HOMO", "--n-train", "16",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "unknown target 'HOMO'" in capsys.readouterr().err
