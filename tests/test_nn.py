@@ -195,3 +195,32 @@ def test_cli_train_and_evaluate_schnet(tmp_path, capsys):
     assert main(["train", "schnet", "--data", "ethanol-xtb", "--target", "HOMO", "--n-train", "16",
                  "--out", str(tmp_path / "x")]) == 2
     assert "unknown target 'HOMO'" in capsys.readouterr().err
+
+
+def test_qm9_nn_speed_experiment_quick(qm9_full_cache, monkeypatch, tmp_path):
+    """The QM9 SchNet speed benchmark runs in its CI size and reports positive throughputs."""
+    import importlib.util
+
+    monkeypatch.setenv("JAXQC_CACHE", str(qm9_full_cache[0]))
+    spec = importlib.util.spec_from_file_location("qm9_nn", ROOT / "experiments" / "qm9_nn.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    res = exp.main(["--quick", "--no-peer", "--out", str(tmp_path / "q")])
+    keys = [k for k in res["jaxqc"] if k.endswith("mol_per_s")]
+    assert len(keys) == 4 and all(res["jaxqc"][k] > 0 for k in keys)
+    assert json.loads((tmp_path / "q_speed.json").read_text())["arch"]["features"] == 16
+
+
+def test_neighbour_sum_and_its_derivatives_equal_the_einsum(x64):
+    """The unrolled neighbour sum with custom VJPs: value, first and second derivatives as einsum's."""
+    from jaxqc.nn.layers import neighbour_sum
+
+    r = np.random.default_rng(0)
+    W, h = jnp.asarray(r.standard_normal((2, 5, 5, 3))), jnp.asarray(r.standard_normal((2, 5, 3)))
+    ref = lambda W, h: jnp.einsum("bijf,bjf->bif", W, h)  # noqa: E731
+    np.testing.assert_allclose(neighbour_sum(W, h), ref(W, h), rtol=1e-13)
+    f = lambda fn: lambda W, h: jnp.sum(jnp.sin(fn(W, h)))  # noqa: E731
+    for a, b in zip(jax.grad(f(neighbour_sum), (0, 1))(W, h), jax.grad(f(ref), (0, 1))(W, h)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    g2 = lambda fn: jax.grad(lambda W: jnp.sum(jax.grad(f(fn), 1)(W, h) ** 2))(W)  # noqa: E731
+    np.testing.assert_allclose(g2(neighbour_sum), g2(ref), rtol=1e-11)

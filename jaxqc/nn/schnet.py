@@ -15,7 +15,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import MLP, cosine_cutoff, gaussian_rbf, pair_geometry
+from .layers import MLP, cosine_cutoff, gaussian_rbf, neighbour_sum, pair_geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,6 @@ class SchNet(nn.Module):
         for t in range(c.interactions):
             W = MLP((c.features, c.features), name=f"filter_{t}")(rbf) * fcut  # [B, A, A, F]
             h = nn.Dense(c.features, use_bias=False, name=f"in2f_{t}")(x)  # [B, A, F]
-            conv = jnp.einsum("bijf,bjf->bif", W, h)  # sum over neighbours j
+            conv = neighbour_sum(W, h)  # sum_j W_ij * h_j  [B, A, F]
             x = x + MLP((c.features, c.features), name=f"f2out_{t}")(conv)
         return MLP((c.features // 2, 1), name="readout")(x)[..., 0]

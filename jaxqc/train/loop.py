@@ -58,6 +58,7 @@ class TrainConfig:
     patience: int = 50                      # early stopping: epochs without validation improvement
     divergence_factor: float = 1e3          # stop if an epoch's loss exceeds this x the first epoch's
     seed: int = 0
+    n_buckets: int = 8                      # atom-count padding buckets (dense pairs cost A^2: more buckets, less padding)
 
 
 @flax.struct.dataclass
@@ -190,7 +191,7 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=0)
     eval_step = jax.jit(eval_step)
     tr, va = np.asarray(split["train"]), np.asarray(split["valid"])
-    buckets = atom_buckets(data.n_atoms[np.concatenate([tr, va])])
+    buckets = atom_buckets(data.n_atoms[np.concatenate([tr, va])], n_buckets=cfg.n_buckets, multiple=1)
 
     state = TrainState(net=params["net"], stats=params["stats"], opt_state=tx.init(params["net"]),
                        ema=params["net"], step=jnp.zeros((), jnp.int32))
