@@ -207,7 +207,7 @@ def main(argv=None) -> dict:
     peer = not args.no_peer and importlib.util.find_spec("schnetpack") is not None
     arch, batch, n_batches = (QUICK["arch"], QUICK["batch"], QUICK["n_batches"]) if args.quick else (ARCH, BATCH, N_BATCHES)
     data, split = load_data(args.quick)
-    idx = np.random.default_rng(0).permutation(split["train"])[: max(20_000 if not args.quick else 0, batch * n_batches)]
+    idx = np.random.default_rng(0).permutation(split["train"])[:20_000]  # a pool: batches are drawn from it
     results = {"experiment": "qm9_nn", "quick": args.quick, "arch": arch, "batch": batch, "n_batches": n_batches,
                "date": time.strftime("%Y-%m-%d"),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
