@@ -400,7 +400,8 @@ def make_params(x_train, beta, perms, sigma: float, c: float = 0.0, chunk: int =
     dp = descriptor_permutations(perms)  # [P, D]
     centres = x_train[:, dp].reshape(-1, x_train.shape[1])  # [M*P, D]
     betas = beta[:, dp].reshape(-1, x_train.shape[1])
-    chunk = max(1, min(chunk, len(centres)))
+    n_chunks = -(-len(centres) // max(1, chunk))
+    chunk = -(-len(centres) // n_chunks)  # equal chunks of at most `chunk`: 1,200 centres -> 2 x 600, not 2 x 1024
     n_pad = -len(centres) % chunk
     centres = np.concatenate([centres, np.repeat(centres[:1], n_pad, 0)]).reshape(-1, chunk, centres.shape[1])
     betas = np.concatenate([betas, np.zeros((n_pad, betas.shape[1]))]).reshape(-1, chunk, betas.shape[1])
