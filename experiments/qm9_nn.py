@@ -6,10 +6,14 @@ interactions, 5 Å cosine cutoff, 20 Gaussians, float32, after a warm-up (compil
 separately). schnetpack gets all pairs within the cutoff as its neighbour list, built once outside the
 timing (its own neighbour-list transforms would only slow it down).
 
-Not yet here (issue 5, open): the accuracy at equal wall-clock budgets (U0 at 10k and 110k).
+Accuracy (`--accuracy`): U0 on the fixed QM9 protocol (10k test, 2k validation, train[:N]), both codes
+with the same recipe and the same wall-clock budget, at the same time on one CPU core each
+(experiments/nn_compare.py): validation MAE against time, test MAE of the best-on-validation model,
+against KRR + bag of bonds at the same N (3.23 kcal/mol at 10k, ANCHORS.md).
 
-    python experiments/qm9_nn.py                  # both codes, a few minutes
-    python experiments/qm9_nn.py --quick --no-peer  # CI-sized (tests run this)
+    python experiments/qm9_nn.py                  # speed, both codes, a few minutes
+    python experiments/qm9_nn.py --accuracy --n-train 10000 --budget-min 40
+    python experiments/qm9_nn.py --quick --no-peer  # CI-sized (tests run this; add --accuracy for that part)
 Peer: pip install torch==2.13.0 (CPU) then schnetpack 2.1.1 --no-deps (see experiments/README.md).
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -31,13 +36,21 @@ from jaxqc.nn import model as nnmodel
 from jaxqc.potential import energy_and_forces_fn
 from jaxqc.train import loop
 
+sys.path.insert(0, str(Path(__file__).parent))
+import nn_compare  # noqa: E402
+
 # ---- configuration (edit here) --------------------------------------------------------------
 ARCH = dict(features=128, interactions=6, cutoff_ang=5.0, n_rbf=20)
 BATCH = 100
 N_BATCHES = 10        # timed batches per measurement
 LR = 5e-4
-QUICK = dict(arch=dict(features=16, interactions=2, cutoff_ang=5.0, n_rbf=8), batch=10, n_batches=2)
+QUICK = dict(arch=dict(features=16, interactions=2, cutoff_ang=5.0, n_rbf=8), batch=10, n_batches=2, epochs=15)
 OUT = Path(__file__).parent / "results" / "qm9_nn"
+# accuracy at equal budgets: the smaller published SchNet (64 features, 3 interactions) so that a CPU
+# budget holds ~100 epochs of 10k molecules; recipe as schnetpack's QM9 config but batch 32
+ACC_ARCH = dict(features=64, interactions=3, cutoff_ang=5.0, n_rbf=20)
+ACC_RECIPE = nn_compare.recipe(lr=5e-4, batch=32, energy_weight=1.0, force_weight=0.0, patience=5)
+KRR_BOB_10K = 3.23  # kcal/mol, qmllib KRR + BoB, same protocol, measured here (ANCHORS.md)
 
 
 def load_data(quick: bool) -> tuple[Dataset, dict]:
@@ -114,44 +127,6 @@ def jaxqc_speed(data, idx, arch, batch, n_batches) -> dict:
 
 
 # ---- schnetpack -------------------------------------------------------------------------------------
-def spk_model(arch, forces: bool):
-    import schnetpack as spk
-
-    rep = spk.representation.SchNet(n_atom_basis=arch["features"], n_interactions=arch["interactions"],
-                                     radial_basis=spk.nn.GaussianRBF(n_rbf=arch["n_rbf"], cutoff=arch["cutoff_ang"]),
-                                     cutoff_fn=spk.nn.CosineCutoff(arch["cutoff_ang"]))
-    outputs = [spk.atomistic.Atomwise(n_in=arch["features"], output_key="energy")]
-    if forces:
-        outputs.append(spk.atomistic.Forces(energy_key="energy", force_key="forces"))
-    return spk.model.NeuralNetworkPotential(representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
-                                            output_modules=outputs)
-
-
-def spk_batch(data, idx, cutoff):
-    """schnetpack's input dict for molecules idx: all pairs within the cutoff (no periodicity)."""
-    import torch
-    import schnetpack.properties as P
-
-    Zs, Rs, idx_m, ii, jj = [], [], [], [], []
-    off = 0
-    for m, k in enumerate(idx):
-        n = int(data.n_atoms[k])
-        R = data.R[k, :n]
-        d = np.linalg.norm(R[:, None] - R[None], axis=-1)
-        i, j = np.nonzero((d < cutoff) & ~np.eye(n, dtype=bool))
-        Zs.append(data.Z[k, :n]), Rs.append(R), idx_m.append(np.full(n, m)), ii.append(i + off), jj.append(j + off)
-        off += n
-    cat = np.concatenate
-    n_pairs = sum(len(i) for i in ii)
-    return {P.Z: torch.as_tensor(cat(Zs), dtype=torch.long), P.R: torch.as_tensor(cat(Rs), dtype=torch.float32),
-            P.idx_m: torch.as_tensor(cat(idx_m), dtype=torch.long), P.idx_i: torch.as_tensor(cat(ii), dtype=torch.long),
-            P.idx_j: torch.as_tensor(cat(jj), dtype=torch.long), P.offsets: torch.zeros((n_pairs, 3)),
-            P.n_atoms: torch.as_tensor(data.n_atoms[idx], dtype=torch.long),
-            P.cell: torch.zeros((len(idx), 3, 3)), P.pbc: torch.zeros((len(idx), 3), dtype=torch.bool),
-            "U0": torch.as_tensor(data.props["U0"][idx], dtype=torch.float32),
-            "forces_true": torch.zeros((off, 3))}
-
-
 def spk_speed(data, idx, arch, batch, n_batches) -> dict:
     import torch
 
@@ -161,16 +136,17 @@ def spk_speed(data, idx, arch, batch, n_batches) -> dict:
     out = {"torch_threads": torch.get_num_threads()}
     for forces in (False, True):
         key = "energy+forces" if forces else "energy"
-        model = spk_model(arch, forces)
+        model = nn_compare.spk_model(arch, forces)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
-        inputs = [spk_batch(data, g, arch["cutoff_ang"]) for g in groups]
+        pairs = nn_compare.SpkPairs(data, np.concatenate(groups), arch["cutoff_ang"])
+        inputs = [pairs.batch(g, data.props["U0"][g], np.zeros_like(data.R[g])) for g in groups]
 
         def train_one(b):
             b = {k: v.clone() for k, v in b.items()}
             res = model(b)
-            loss = torch.mean((res["energy"] - b["U0"]) ** 2)
+            loss = torch.mean((res["energy"] - b["y"]) ** 2)
             if forces:
-                loss = loss + torch.mean((res["forces"] - b["forces_true"]) ** 2)
+                loss = loss + torch.mean((res["forces"] - b["F"]) ** 2)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -198,14 +174,74 @@ def spk_speed(data, idx, arch, batch, n_batches) -> dict:
     return out
 
 
+def accuracy_worker(args) -> dict:
+    nn_compare.set_single_thread()
+    data, split = load_data(args.quick)
+    arch = QUICK["arch"] if args.quick else ACC_ARCH
+    n = min(args.n_train, len(split["train"]))
+    split = {"train": split["train"][:n], "valid": split["valid"], "test": split["test"],
+             "protocol": "QM9 fixed split (seed 0): 10k test, 2k validation, train[:N]"}
+    if args.code == "jaxqc":
+        run_dir = Path(args.run_dir or Path.home() / ".cache" / "jaxqc" / "runs" / f"qm9_nn_U0_{n}")
+        quick = dict(epochs=QUICK["epochs"], n_buckets=2) if args.quick else {}
+        return nn_compare.run_jaxqc(data, split, arch, ACC_RECIPE, args.budget_min, "U0", False, run_dir, **quick)
+    return nn_compare.run_schnetpack(data, split, arch, ACC_RECIPE, args.budget_min, "U0", False,
+                                     **({"epochs": QUICK["epochs"]} if args.quick else {}))
+
+
+def accuracy(args, peer: bool) -> dict:
+    out = Path(args.out + f"_U0_{args.n_train}").with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv_w = ["--accuracy", "--n-train", str(args.n_train), "--budget-min", str(args.budget_min)]
+    argv_w += (["--quick"] if args.quick else []) + (["--run-dir", args.run_dir] if args.run_dir else [])
+    t0 = time.perf_counter()
+    runs = nn_compare.run_both(Path(__file__).resolve(), argv_w, out, ("jaxqc", "schnetpack") if peer else ("jaxqc",))
+    for res in runs.values():
+        if "curve" in res:
+            res["time_to_krr_bob_s"] = nn_compare.time_to(res["curve"], "valid_energy_mae", KRR_BOB_10K)
+            res["best_valid_energy_mae"] = min(r["valid_energy_mae"] for r in res["curve"])
+    results = {"experiment": "qm9_nn_accuracy", "target": "U0", "n_train": args.n_train, "quick": args.quick,
+               "arch": QUICK["arch"] if args.quick else ACC_ARCH, "recipe": ACC_RECIPE, "budget_min": args.budget_min,
+               "krr_bob_10k_mae": KRR_BOB_10K, "resources": "each code on its own CPU core, one thread, both at the "
+               "same time", "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0,
+               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                           "jax": jax.__version__}, "runs": runs}
+    if len(runs) == 2 and all("test" in r for r in runs.values()):
+        results["ratios_jaxqc_over_schnetpack"] = {
+            "test_energy_mae": runs["jaxqc"]["test"]["energy_mae"] / runs["schnetpack"]["test"]["energy_mae"],
+            "epochs_in_budget": runs["jaxqc"]["epochs"] / runs["schnetpack"]["epochs"]}
+    results["plot"] = str(out.with_suffix(".png")) if nn_compare.plot_curves(
+        runs, "valid_energy_mae", out.with_suffix(".png"), f"QM9 U0, SchNet, N = {args.n_train}", KRR_BOB_10K) else None
+    from jaxqc.data.io import atomic_write_text
+    atomic_write_text(out, json.dumps(results, indent=1, default=float))
+    for code, r in runs.items():
+        print(f"{code}: " + (f"{r['epochs']} epochs in {r['train_s']:.0f} s; test U0 MAE {r['test']['energy_mae']:.3f} "
+                             f"kcal/mol" if "test" in r else str(r.get("error"))), flush=True)
+    return results
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CI-sized")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--accuracy", action="store_true", help="U0 accuracy at equal wall-clock budgets (not speed)")
+    p.add_argument("--n-train", type=int, default=10_000)
+    p.add_argument("--budget-min", type=float, default=40.0, help="training budget per code (min)")
+    p.add_argument("--run-dir", help="jaxqc's run directory (default ~/.cache/jaxqc/runs/qm9_nn_U0_<N>)")
+    p.add_argument("--code", choices=["jaxqc", "schnetpack"], help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:  # CI: 15 epochs of 200 molecules, at most 3 min
+        args.budget_min = min(args.budget_min, 3.0)
+    if args.code:  # a worker process of --accuracy
+        res = accuracy_worker(args)
+        Path(args.worker_out).write_text(json.dumps(res, default=float))
+        return res
     peer = not args.no_peer and importlib.util.find_spec("schnetpack") is not None
     arch, batch, n_batches = (QUICK["arch"], QUICK["batch"], QUICK["n_batches"]) if args.quick else (ARCH, BATCH, N_BATCHES)
+    if args.accuracy:
+        return accuracy(args, peer)
     data, split = load_data(args.quick)
     idx = np.random.default_rng(0).permutation(split["train"])[:20_000]  # a pool: batches are drawn from it
     results = {"experiment": "qm9_nn", "quick": args.quick, "arch": arch, "batch": batch, "n_batches": n_batches,

@@ -119,7 +119,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(ethanol, tmp_path):
     loop.train("schnet", config, energy, params, ethanol, split, ok, tmp_path, progress=False)
     before = (tmp_path / "checkpoint.npz").read_bytes()
     bad = loop.TrainConfig(batch_size=8, epochs=3, lr=1e6, force_weight=1.0, clip_norm=None, divergence_factor=10.0)
-    with pytest.raises(loop.TrainingDiverged, match="diverged in epoch 2.*last good checkpoint \\(after epoch 1\\)"):
+    # the loop must catch a NaN loss itself: conftest's jax_debug_nans would raise inside the step first
+    with jax.debug_nans(False), pytest.raises(loop.TrainingDiverged,
+                                              match="diverged in epoch 2.*last good checkpoint \\(after epoch 1\\)"):
         loop.train("schnet", config, energy, params, ethanol, split, bad, tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
 
@@ -224,3 +226,44 @@ def test_neighbour_sum_and_its_derivatives_equal_the_einsum(x64):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     g2 = lambda fn: jax.grad(lambda W: jnp.sum(jax.grad(f(fn), 1)(W, h) ** 2))(W)  # noqa: E731
     np.testing.assert_allclose(g2(neighbour_sum), g2(ref), rtol=1e-11)
+
+
+def _experiment(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    return exp
+
+
+def test_qm9_nn_accuracy_experiment_quick_overfits(qm9_full_cache, monkeypatch, tmp_path):
+    """The equal-budget QM9 U0 experiment, CI-sized (200 molecules, tiny SchNet, 15 epochs): the training
+    loss falls at least 3x, validation improves, and the JSON has the curve and a test MAE."""
+    monkeypatch.setenv("JAXQC_CACHE", str(qm9_full_cache[0]))
+    res = _experiment("qm9_nn").main(["--accuracy", "--quick", "--no-peer", "--out", str(tmp_path / "q"),
+                                      "--run-dir", str(tmp_path / "run")])
+    run = res["runs"]["jaxqc"]
+    assert "error" not in run and run["epochs"] == 15
+    c = run["curve"]
+    assert c[-1]["train_loss"] < c[0]["train_loss"] / 3
+    assert run["best_valid_energy_mae"] < c[0]["valid_energy_mae"]
+    assert np.isfinite(run["test"]["energy_mae"]) and run["test"]["n"] == 50
+    assert (tmp_path / "run" / "model.npz").exists()
+
+
+def test_md17_nn_experiment_quick_overfits(monkeypatch, tmp_path):
+    """The rMD17 SchNet experiment, CI-sized (20 ethanol frames, energy + forces, 100 epochs): the training
+    loss falls at least 10x and the force error on validation at least 2x."""
+    from conftest import shared
+
+    shared("rmd17", "rmd17_ethanol_test_01.npz")  # skips when the optional third-party data is absent
+    monkeypatch.setenv("JAXQC_SHARED_DATA", str(shared("rmd17").parent.resolve()))
+    res = _experiment("md17_nn").main(["--quick", "--no-peer", "--out", str(tmp_path / "m.json"),
+                                       "--run-dir", str(tmp_path / "run")])
+    run = res["runs"]["jaxqc"]
+    assert "error" not in run and run["epochs"] == 100
+    c = run["curve"]
+    assert c[-1]["train_loss"] < c[0]["train_loss"] / 10
+    assert run["best_valid_forces_mae"] < c[0]["valid_forces_mae"] / 2
+    assert np.isfinite(run["test"]["forces_mae"])

@@ -50,7 +50,7 @@ def make_energy(kind: str, config):
 
 def init_params(kind: str, config, key, example: Molecules, stats: dict) -> dict:
     net = NETWORKS[kind][1](config)
-    variables = net.init(key, example.Z, example.R, example.mask)
+    variables = jax.jit(net.init)(key, example.Z, example.R, example.mask)  # one compilation, not one per op
     return {"net": variables["params"], "stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}}
 
 

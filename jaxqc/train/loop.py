@@ -1,7 +1,8 @@
 """The training loop every network shares: optax, fixed padding buckets, checkpoints, logs, devices.
 
-A run directory holds config.json, checkpoint.npz (the full training state after the last finished
-epoch, written atomically), model.npz (the best model on validation, a jaxqc model file),
+A run directory holds config.json, checkpoint.npz (the full training state, written atomically after
+the first epoch, then every `checkpoint_every_s` seconds and at the end), model.npz (the best model on
+validation, a jaxqc model file, written with each checkpoint),
 metrics.jsonl / metrics.csv (one row per epoch) and learning_curve.png. `resume=True` continues a killed
 run from its checkpoint and reproduces the uninterrupted run: the data order of epoch k depends only on
 (seed, k), and the optimiser, EMA, plateau and early-stopping state are all in the checkpoint.
@@ -59,6 +60,7 @@ class TrainConfig:
     divergence_factor: float = 1e3          # stop if an epoch's loss exceeds this x the first epoch's
     seed: int = 0
     n_buckets: int = 8                      # atom-count padding buckets (dense pairs cost A^2: more buckets, less padding)
+    checkpoint_every_s: float = 60.0        # checkpoint (and best model file) after epoch 1, then at most this often, and at the end
 
 
 @flax.struct.dataclass
@@ -201,6 +203,9 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     if resume and ckpt.exists():
         state, saved = load_checkpoint(ckpt, state)
         meta.update({k: saved[k] for k in meta})
+        if log_path.exists():  # drop rows of epochs after the checkpoint: they are trained again
+            rows = [r for r in read_log(log_path) if r["epoch"] <= meta["epoch"] + 1]
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
         if progress:
             print(f"  resuming after epoch {meta['epoch'] + 1} ({meta['elapsed_s']:.0f} s trained)", file=sys.stderr)
     elif log_path.exists():
@@ -211,36 +216,51 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     state = jax.device_put(state, repl)
     meta["start_epoch"] = meta["epoch"] + 1
     t_start = time.perf_counter() - meta["elapsed_s"]
+    step = int(state.step)  # counted on the host: reading state.step would wait for every step
+    best_params, ckpt_epoch, t_ckpt = None, meta["epoch"], time.perf_counter()
+    config_units = _units(target)
+
+    def write_checkpoint():
+        """The best model (if it changed) and then the full state: the pair always agrees on disk."""
+        nonlocal best_params, ckpt_epoch, t_ckpt
+        if best_params is not None:
+            save_model(model_path, kind, {"net": jax.device_get(best_params[0]), "stats": jax.device_get(state.stats)},
+                       config_json, {**(provenance or {}), "epoch": best_params[1], "validation": best_params[2],
+                                     "train_idx": tr, "valid_idx": va}, config_units)
+            best_params = None
+        save_checkpoint(ckpt, jax.device_get(state), {k: v for k, v in meta.items() if k != "start_epoch"})
+        ckpt_epoch, t_ckpt = meta["epoch"], time.perf_counter()
+
     stop_reason = "epochs"
     for epoch in range(meta["epoch"] + 1, cfg.epochs):
         losses, weights = [], []
         for batch in batches(data, tr, cfg.batch_size, buckets, shuffle=True, seed=cfg.seed * 100_003 + epoch):
-            lr = learning_rate(cfg, int(state.step), meta["plateau_scale"])
+            lr = learning_rate(cfg, step, meta["plateau_scale"])
             state, loss = train_step(state, put(batch), lr)
+            step += 1
             losses.append(loss)
-            weights.append(float(np.sum(batch.mol_mask)))
+            weights.append(float(np.sum(np.asarray(batch.mol_mask))))
         train_loss = float(np.average(np.asarray(jax.device_get(losses)), weights=weights))
         if meta["first_loss"] is None:
             meta["first_loss"] = train_loss
         if not np.isfinite(train_loss) or train_loss > cfg.divergence_factor * meta["first_loss"]:
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1}: loss {train_loss:.4g} (first epoch {meta['first_loss']:.4g}); "
-                f"stopped, the last good checkpoint (after epoch {meta['epoch'] + 1}) and best model are kept in "
+                f"stopped, the last good checkpoint (after epoch {ckpt_epoch + 1}) and best model are kept in "
                 f"{run_dir}. Lower the learning rate (now {cfg.lr:g}) or raise clipping")
         params_eval = state.ema
         valid = evaluate_batches(eval_step, params_eval, state.stats, data, va, cfg.batch_size, buckets, put)
         metric = valid.get("forces_mae", valid["energy_mae"]) if cfg.force_weight > 0 else valid["energy_mae"]
         t_run = time.perf_counter() - t_start
-        row = {"epoch": epoch + 1, "step": int(state.step), "time_s": t_run, "lr": lr, "train_loss": train_loss,
+        row = {"epoch": epoch + 1, "step": step, "time_s": t_run, "lr": lr, "train_loss": train_loss,
                **{f"valid_{k}": v for k, v in valid.items()}}
         with open(log_path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         improved = meta["best"] is None or metric < meta["best"]
         if improved:
             meta.update(best=metric, best_epoch=epoch + 1, bad_epochs=0, plateau_bad=0)
-            save_model(model_path, kind, {"net": jax.device_get(params_eval), "stats": jax.device_get(state.stats)},
-                       config_json, {**(provenance or {}), "epoch": epoch + 1, "validation": valid,
-                                     "train_idx": tr, "valid_idx": va}, _units(target))
+            # a copy: the next train_step donates (overwrites) the state's buffers
+            best_params = (jax.tree_util.tree_map(jnp.copy, params_eval), epoch + 1, valid)
         else:
             meta["bad_epochs"] += 1
             meta["plateau_bad"] += 1
@@ -248,7 +268,8 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
                 meta["plateau_scale"] *= cfg.plateau_factor
                 meta["plateau_bad"] = 0
         meta.update(epoch=epoch, elapsed_s=t_run)
-        save_checkpoint(ckpt, jax.device_get(state), {k: v for k, v in meta.items() if k != "start_epoch"})
+        if epoch == meta["start_epoch"] or time.perf_counter() - t_ckpt >= cfg.checkpoint_every_s:
+            write_checkpoint()
         if progress:
             _progress(epoch, cfg, t_run, meta, row)
         if meta["bad_epochs"] >= cfg.patience:
@@ -263,12 +284,14 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
         if stop_after_epochs is not None and epoch + 1 - meta["start_epoch"] >= stop_after_epochs:
             stop_reason = "stopped (stop_after_epochs)"
             break
+    if ckpt_epoch != meta["epoch"] or best_params is not None:
+        write_checkpoint()
     if progress:
         print(file=sys.stderr)
     write_csv(log_path, run_dir / "metrics.csv")
     plot_learning_curve(log_path, run_dir / "learning_curve.png")
     return {"stop_reason": stop_reason, "epochs": meta["epoch"] + 1, "best_epoch": meta["best_epoch"],
-            "best_valid": meta["best"], "time_s": meta["elapsed_s"], "steps": int(state.step),
+            "best_valid": meta["best"], "time_s": meta["elapsed_s"], "steps": step,
             "state": jax.device_get(state), "run_dir": str(run_dir)}
 
 

@@ -44,7 +44,9 @@ def _qm9_size() -> int:
 
 def train_network(kind: str, data: Dataset, target: str, use_forces: bool, n_train: int, n_valid: int | None,
                   train_cfg: loop.TrainConfig, run_dir, model_overrides: dict | None = None, resume: bool = False,
-                  n_devices: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+                  n_devices: int | None = None, seed: int = 0, progress: bool = True, split: dict | None = None) -> dict:
+    """Train a `kind` network on `data` and write the run directory; `split` ({"train", "valid", "test"}
+    index arrays) overrides the default split of make_split."""
     overrides = dict(model_overrides or {})
     if target in nnmodel.INTENSIVE:
         overrides.setdefault("readout", "mean")
@@ -54,7 +56,9 @@ def train_network(kind: str, data: Dataset, target: str, use_forces: bool, n_tra
     if use_forces and target != "energy":
         raise JaxqcError("--forces trains energies and forces; use --target energy (the default for MD data)")
     nnmodel.label_of(data, target)  # a clear error for an unknown target
-    split = make_split(data, n_train, n_valid, seed)
+    if split is None:
+        split = make_split(data, n_train, n_valid, seed)
+    split.setdefault("protocol", "split given by the caller")
     ref = nnmodel.atom_reference(data, target, config.max_z)
     stats = nnmodel.fit_stats(data, split["train"], target, ref, use_forces, config.readout)
     example = data.molecules(split["train"][:2])
