@@ -73,7 +73,7 @@ def worker(args) -> dict:
     if args.code == "jaxqc":
         run_dir = Path(args.run_dir or Path.home() / ".cache" / "jaxqc" / "runs" / f"md17_nn_{args.molecule}_{args.split}")
         return nn_compare.run_jaxqc(data, split, arch, rec, args.budget_min, "energy", True, run_dir,
-                                    **({"epochs": QUICK["epochs"]} if args.quick else {}))
+                                    resume=args.resume, **({"epochs": QUICK["epochs"]} if args.quick else {}))
     return nn_compare.run_schnetpack(data, split, arch, rec, args.budget_min, "energy", True, seed=SEED,
                                      **({"epochs": QUICK["epochs"]} if args.quick else {}))
 
@@ -86,6 +86,8 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="CI-sized: tiny network, 20 frames, 100 epochs")
     p.add_argument("--no-peer", action="store_true", help="jaxqc only")
     p.add_argument("--out", default=None, help="JSON path (default results/md17_nn_<molecule>.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="jaxqc only: continue the run directory's checkpoint until --budget-min in all")
     p.add_argument("--run-dir", help="jaxqc's run directory (model.npz, metrics); default ~/.cache/jaxqc/runs/...")
     p.add_argument("--code", choices=["jaxqc", "schnetpack"], help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -106,11 +108,12 @@ def main(argv=None) -> dict:
         raise SystemExit(f"no rMD17 data under {root} (set JAXQC_SHARED_DATA)")
     out = Path(args.out or OUT / f"md17_nn_{args.molecule}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    peer = not args.no_peer and importlib.util.find_spec("schnetpack") is not None
+    peer = not args.no_peer and not args.resume and importlib.util.find_spec("schnetpack") is not None
     codes = ("jaxqc", "schnetpack") if peer else ("jaxqc",)
     argv_w = ["--molecule", args.molecule, "--split", args.split, "--budget-min", str(args.budget_min)]
     argv_w += ["--quick"] if args.quick else []
     argv_w += ["--run-dir", args.run_dir] if args.run_dir else []
+    argv_w += ["--resume"] if args.resume else []
     t0 = time.perf_counter()
     runs = nn_compare.run_both(Path(__file__).resolve(), argv_w, out, codes)
     target = PUBLISHED[args.molecule]

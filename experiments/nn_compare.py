@@ -42,8 +42,9 @@ def normalisation(data, train_idx, target: str, forces: bool, max_z: int = 100) 
 
 # ---- jaxqc ---------------------------------------------------------------------------------------
 def run_jaxqc(data, split, arch: dict, rec: dict, budget_min: float, target: str, forces: bool, run_dir,
-              epochs: int = 100_000, **train_overrides) -> dict:
-    """Train jaxqc's SchNet for `budget_min` minutes; validation curve, test MAE of the best model."""
+              epochs: int = 100_000, resume: bool = False, **train_overrides) -> dict:
+    """Train jaxqc's SchNet for `budget_min` minutes (in all: `resume` continues run_dir's checkpoint up to
+    the new budget); validation curve, test MAE of the best model."""
     import jax
 
     from jaxqc.train import loop
@@ -53,7 +54,7 @@ def run_jaxqc(data, split, arch: dict, rec: dict, budget_min: float, target: str
                            patience=10**9, seed=0, **{**rec, **train_overrides})
     t0 = time.perf_counter()
     summary = train_network("schnet", data, target, forces, len(split["train"]), len(split["valid"]), cfg, run_dir,
-                            model_overrides=arch, split=dict(split), progress=False)
+                            model_overrides=arch, split=dict(split), progress=False, resume=resume)
     wall = time.perf_counter() - t0
     rows = loop.read_log(Path(run_dir) / "metrics.jsonl")
     _, _, energy, params, _ = load_network(run_dir)

@@ -4,6 +4,8 @@
     jaxqc data convert SOURCE OUT [--energy-unit U --force-unit U --length-unit U]
     jaxqc data generate --start FILE --out OUT [--n-frames N --interval K --temperature-k T ...]
     jaxqc data download NAME [--dest DIR]
+    jaxqc md MODEL --start FILE [--frame K] --steps N --dt-fs 0.5 --temperature-k 300 --ensemble nve|nvt
+             --out TRAJ.extxyz
 
 SOURCE is a registered name (`qm9`, `ethanol-xtb`) or a file. Errors print one line and exit 2.
 """
@@ -110,6 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which molecules: the split saved with the model, or all of --data (gdml/sgdml have no "
                          "saved test split: 'test' is every frame of --data not used for training or validation)")
     ev.add_argument("--json", action="store_true")
+
+    mdp = sub.add_parser("md", help="molecular dynamics (NVE velocity Verlet, NVT Langevin) on a saved force field",
+                         description="Molecular dynamics on a gdml/sgdml model file or a schnet/dtnn run directory. "
+                                     "Writes TRAJ (extended XYZ, eV), TRAJ.csv (time_fs, potential, kinetic, total "
+                                     "energy in kcal/mol, temperature_K), TRAJ.json (summary) and TRAJ.png.")
+    mdp.add_argument("model", help="model file (.npz) or network run directory")
+    mdp.add_argument("--start", required=True, help="start geometry: xyz/extxyz/npz file or registered data set name")
+    mdp.add_argument("--frame", type=int, default=0, help="frame of --start to begin from (default 0; -1: last)")
+    mdp.add_argument("--steps", type=int, required=True, help="time steps to integrate")
+    mdp.add_argument("--dt-fs", type=float, default=0.5, help="time step in fs (default 0.5)")
+    mdp.add_argument("--temperature-k", type=float, default=300.0,
+                     help="initial Maxwell-Boltzmann velocities and NVT target temperature, K (default 300)")
+    mdp.add_argument("--ensemble", default="nve", choices=["nve", "nvt"],
+                     help="nve: velocity Verlet; nvt: Langevin thermostat, BAOAB (default nve)")
+    mdp.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction, 1/fs (default 0.01)")
+    mdp.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the Langevin noise")
+    mdp.add_argument("--write-every", type=int, default=10, help="steps between written frames (default 10)")
+    mdp.add_argument("--float32", action="store_true", help="integrate in float32 (default float64)")
+    mdp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    mdp.add_argument("--out", required=True, help="trajectory file to write (.extxyz)")
     return parser
 
 
@@ -368,13 +390,9 @@ def cmd_evaluate(args) -> int:
     from .data import io
     from .errors import JaxqcError
     from .kernels import krr
-    from .potential import load_model
+    from .md.models import model_kind
 
-    from pathlib import Path
-
-    if Path(args.model).is_dir():
-        return _evaluate_network(args)
-    kind = load_model(args.model)[0]
+    kind = model_kind(args.model)
     if kind in ("gdml", "sgdml"):
         return _evaluate_gdml(args)
     if kind in ("schnet", "dtnn"):
@@ -391,6 +409,47 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_md(args) -> int:
+    from .data import io
+    from .errors import JaxqcError
+    from .md.models import check_geometry, formula, load_potential
+    from .md.run import MDConfig, run_md, write_outputs
+
+    cfg = MDConfig(steps=args.steps, dt_fs=args.dt_fs, temperature_k=args.temperature_k, ensemble=args.ensemble,
+                   friction_per_fs=args.friction_per_fs, seed=args.seed, write_every=args.write_every,
+                   float64=not args.float32).check()
+    if not str(args.out).lower().endswith((".extxyz", ".xyz")):
+        raise JaxqcError(f"--out {args.out}: the trajectory is extended XYZ; name it *.extxyz")
+    energy, params, info = load_potential(args.model)
+    start = io.read(args.start)
+    if not -len(start) <= args.frame < len(start):
+        raise JaxqcError(f"--frame {args.frame}: {args.start} has {len(start)} frame(s)")
+    k = args.frame % len(start)
+    n = int(start.n_atoms[k])
+    Z, R = start.Z[k, :n], start.R[k, :n]
+    where = f"{args.start} frame {k}"
+    check_geometry(info, Z, where=where)
+    if info["z"] is None and info["elements"] is None and not args.quiet:
+        print(f"jaxqc: note: {args.model} does not record the elements it was trained on; only checked that "
+              f"they are embedded (Z <= {info['max_z']})", file=sys.stderr)
+    if not args.quiet:
+        print(f"md: {info['description']}; {formula(Z)} from {where}; {cfg.ensemble.upper()} {cfg.steps} steps of "
+              f"{cfg.dt_fs:g} fs at {cfg.temperature_k:g} K, {'float64' if cfg.float64 else 'float32'}",
+              file=sys.stderr, flush=True)
+    result = run_md(energy, params, Z, R, cfg, progress=not args.quiet)
+    paths = write_outputs(result, args.out, info, where)
+    if result.stopped:
+        raise JaxqcError(f"{result.stopped}; wrote {len(result.step)} frames to {args.out}")
+    log = result.log
+    print(f"{cfg.ensemble.upper()} {result.steps_done} steps ({result.steps_done * cfg.dt_fs / 1000:g} ps) in "
+          f"{result.run_s:.1f} s ({result.steps_per_s:.0f} steps/s, compile {result.compile_s:.1f} s): "
+          f"mean T {log['temperature_K'][1:].mean():.0f} K, total energy {log['total_kcal_mol'][0]:.4f} -> "
+          f"{log['total_kcal_mol'][-1]:.4f} kcal/mol")
+    print(f"wrote {paths['trajectory']} ({len(result.step)} frames), {paths['log']}, {paths['summary']}"
+          + (f", {paths['plot']}" if paths["plot"] else " (no plot: matplotlib not installed)"))
+    return 0
+
+
 COMMANDS = {
     ("data", "info"): cmd_data_info,
     ("data", "convert"): cmd_data_convert,
@@ -398,6 +457,7 @@ COMMANDS = {
     ("data", "download"): cmd_data_download,
     ("train", None): cmd_train,
     ("evaluate", None): cmd_evaluate,
+    ("md", None): cmd_md,
 }
 
 

@@ -196,7 +196,8 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     buckets = atom_buckets(data.n_atoms[np.concatenate([tr, va])], n_buckets=cfg.n_buckets, multiple=1)
 
     state = TrainState(net=params["net"], stats=params["stats"], opt_state=tx.init(params["net"]),
-                       ema=params["net"], step=jnp.zeros((), jnp.int32))
+                       ema=jax.tree_util.tree_map(jnp.copy, params["net"]),  # own buffers: the step donates both
+                       step=jnp.zeros((), jnp.int32))
     meta = {"epoch": -1, "best": None, "best_epoch": -1, "bad_epochs": 0, "plateau_bad": 0, "plateau_scale": 1.0,
             "first_loss": None, "elapsed_s": 0.0}
     ckpt, model_path, log_path = run_dir / "checkpoint.npz", run_dir / "model.npz", run_dir / "metrics.jsonl"

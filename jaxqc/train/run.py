@@ -66,7 +66,8 @@ def train_network(kind: str, data: Dataset, target: str, use_forces: bool, n_tra
     if use_forces and train_cfg.force_weight == 0:
         train_cfg = dataclasses.replace(train_cfg, force_weight=1.0, energy_weight=0.01)
     prov = {"dataset_md5": data.md5, "dataset_name": data.meta.get("name"), "protocol": split["protocol"],
-            "test_idx": np.asarray(split["test"]), "target": target}
+            "test_idx": np.asarray(split["test"]), "target": target,
+            "elements": sorted(int(z) for z in np.unique(data.Z[np.asarray(split["train"])]) if z > 0)}
     return loop.train(kind, config, nnmodel.make_energy(kind, config), params, data, split, train_cfg, run_dir,
                       target=target, resume=resume, n_devices=n_devices, provenance=prov, progress=progress)
 

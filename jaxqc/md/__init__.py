@@ -1,0 +1,10 @@
+"""Molecular dynamics on jaxqc force fields: integrators as (init_fn, step_fn) pairs run with lax.scan
+(velocity-Verlet NVE, Langevin BAOAB NVT), a jitted and differentiable `simulate`, loading any saved
+model as an energy function, an ASE calculator (`jaxqc.md.calculator`) and the `jaxqc md` driver
+(`jaxqc.md.run`)."""
+from .integrators import (MDState, kinetic_energy, maxwell_boltzmann, molecule_force_field, nve, nvt_langevin,
+                          remove_com_velocity, simulate, temperature_k)
+from .models import check_geometry, load_potential
+
+__all__ = ["MDState", "check_geometry", "kinetic_energy", "load_potential", "maxwell_boltzmann",
+           "molecule_force_field", "nve", "nvt_langevin", "remove_com_velocity", "simulate", "temperature_k"]
