@@ -6,6 +6,7 @@
     jaxqc data download NAME [--dest DIR]
     jaxqc md MODEL --start FILE [--frame K] --steps N --dt-fs 0.5 --temperature-k 300 --ensemble nve|nvt
              --out TRAJ.extxyz
+    jaxqc compare [--data ethanol-xtb] [--test FILE] [--budget quick|paper] [--methods M ...] [--plan] [--json]
 
 SOURCE is a registered name (`qm9`, `ethanol-xtb`) or a file. Errors print one line and exit 2.
 """
@@ -132,6 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     mdp.add_argument("--float32", action="store_true", help="integrate in float32 (default float64)")
     mdp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     mdp.add_argument("--out", required=True, help="trajectory file to write (.extxyz)")
+
+    cmp = sub.add_parser("compare", help="train and evaluate every method that applies on one data set",
+                         description="Trains and evaluates every method that applies to --data with one protocol "
+                                     "and prints a table (method, N train, energy/property MAE, force MAE, fit time, "
+                                     "prediction throughput, peak memory); writes compare.json, learning_curve.png "
+                                     "and parity_<method>.png to --out. Methods that do not apply are listed.")
+    cmp.add_argument("--data", default="ethanol-xtb",
+                     help="registered name (ethanol-xtb, qm9) or file: frames of one molecule (rMD17/sGDML npz, "
+                          "extxyz) or molecules with properties (default ethanol-xtb)")
+    cmp.add_argument("--test", default=None, metavar="FILE",
+                     help="separate test frames of the same molecule (rMD17 protocol: --data gives 950 training + "
+                          "50 validation frames, every frame of FILE is a test frame)")
+    cmp.add_argument("--target", default=None, help="property to learn for property data (default U0)")
+    cmp.add_argument("--budget", default="quick", metavar="quick|paper",
+                     help="quick: small N and short network runs, ~10 min on 2 CPU cores (default); paper: the "
+                          "published protocols (rMD17 1000 frames, QM9 N up to 110k, long network runs: GPU)")
+    cmp.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                     help="subset of krr-cm, krr-bob, gdml, sgdml, schnet, dtnn (comma or space separated)")
+    cmp.add_argument("--plan", action="store_true", help="print the plan (protocol, N, settings) without training")
+    cmp.add_argument("--json", action="store_true", help="print the JSON result to stdout instead of the table")
+    cmp.add_argument("--out", default=None, metavar="DIR",
+                     help="folder for compare.json, plots, predictions and network runs (default ./compare_<data>/)")
+    cmp.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    cmp.add_argument("--in-process", action="store_true",
+                     help="run every method in this process instead of one worker process each (quicker start; "
+                          "peak memory then includes what earlier methods left)")
+    cmp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    _add_units(cmp)
     return parser
 
 
@@ -450,6 +479,12 @@ def cmd_md(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import main as compare_main
+
+    return compare_main(args)
+
+
 COMMANDS = {
     ("data", "info"): cmd_data_info,
     ("data", "convert"): cmd_data_convert,
@@ -458,6 +493,7 @@ COMMANDS = {
     ("train", None): cmd_train,
     ("evaluate", None): cmd_evaluate,
     ("md", None): cmd_md,
+    ("compare", None): cmd_compare,
 }
 
 
