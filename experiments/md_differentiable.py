@@ -26,6 +26,7 @@ from jaxqc.data import io
 from jaxqc.elements import masses_amu
 from jaxqc.kernels import gdml
 from jaxqc.md import integrators as md
+from jaxqc.md.differentiable import bond_length, directional_checks, trajectory_average
 from jaxqc.md.models import cast_params, check_geometry, load_potential
 
 # ---- configuration ----------------------------------------------------------------------------------
@@ -43,29 +44,6 @@ def train_model(data, n_train: int, path: Path) -> Path:
     model = gdml.train_gdml(data, config, n_train=n_train, n_valid=min(200, len(data) - n_train), seed=SEED)
     gdml.save_gdml(model, path)
     return path
-
-
-def directional_checks(f, grads, x, rng, relative: bool) -> list:
-    """[{leaf, grad_dot_d, finite_difference, rel_error}] for every floating leaf of x (pytree)."""
-    rows = []
-    leaves, treedef = jax.tree_util.tree_flatten(x)
-    g_leaves = jax.tree_util.tree_leaves(grads)
-    names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(x)[0]]
-    for i, (leaf, g) in enumerate(zip(leaves, g_leaves)):
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            continue
-        d = rng.normal(size=leaf.shape) * (np.abs(np.asarray(leaf)) if relative else 1.0)
-
-        def moved(s):
-            new = list(leaves)
-            new[i] = leaf + s * FD_STEP * d
-            return jax.tree_util.tree_unflatten(treedef, new)
-
-        fd = float((f(moved(1.0)) - f(moved(-1.0))) / (2 * FD_STEP))
-        an = float(jnp.vdot(g, d))
-        rows.append({"leaf": names[i], "grad_dot_d": an, "finite_difference": fd,
-                     "rel_error": abs(an - fd) / max(abs(fd), 1e-300) if fd != 0 or an != 0 else 0.0})
-    return rows
 
 
 def main(argv=None) -> dict:
@@ -96,11 +74,7 @@ def main(argv=None) -> dict:
         v0 = md.maxwell_boltzmann(jax.random.PRNGKey(SEED), m, TEMPERATURE_K, jnp.float64)
         init_fn, step_fn = md.nve(md.molecule_force_field(energy, Z), m, DT_FS)
         i, j = BOND
-
-        @jax.jit
-        def mean_bond(params, R0):
-            traj = md.simulate(step_fn, params, init_fn(params, R0, v0), steps)[1]  # R [steps, A, 3]
-            return jnp.mean(jnp.linalg.norm(traj.R[:, i] - traj.R[:, j], axis=-1))  # Å
+        mean_bond = trajectory_average(init_fn, step_fn, v0, steps, bond_length(i, j))  # (params, R0) -> Å
 
         t = time.perf_counter()
         value = float(mean_bond(p64, R0))
@@ -113,9 +87,9 @@ def main(argv=None) -> dict:
         jax.block_until_ready(grad(p64, R0))
         t_grad = time.perf_counter() - t
         rng = np.random.default_rng(SEED)
-        checks = directional_checks(lambda q: mean_bond(q, R0), g_params, p64, rng, relative=True)
+        checks = directional_checks(lambda q: mean_bond(q, R0), g_params, p64, rng, relative=True, step=FD_STEP)
         checks += [{**c, "leaf": "R0"} for c in directional_checks(lambda r: mean_bond(p64, r), g_R0, R0, rng,
-                                                                      relative=False)]
+                                                                      relative=False, step=FD_STEP)]
     result = {"experiment": "md_differentiable", "quick": args.quick, "model": str(model),
               "model_info": info["description"],
               "data": args.data, "observable": f"mean |r_{i} - r_{j}| over the trajectory (Å)",

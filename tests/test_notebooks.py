@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = ("qm9_krr.py", "schnet_training.py", "sgdml_force_field.py", "differentiable_md.py")
 
 
 def _run(name, tmp_path, monkeypatch):
@@ -34,15 +35,48 @@ def test_schnet_training_notebook(tmp_path, monkeypatch):
         assert (tmp_path / png).stat().st_size > 5000
 
 
-def test_notebooks_convert_to_ipynb(tmp_path):
+def test_sgdml_force_field_notebook(tmp_path, monkeypatch):
+    import jax
+
+    ns = _run("sgdml_force_field.py", tmp_path, monkeypatch)
+    assert not jax.config.jax_enable_x64  # float64 only inside enable_x64 contexts
+    assert ns["scores"]["forces_mae"] < 3.0 and ns["scores"]["energy_mae"] < 1.0
+    log, stats = ns["log"], ns["stats"]
+    assert len(log["step"]) == ns["STEPS"] // ns["WRITE_EVERY"] + 1 and log["step"][-1] == ns["STEPS"]
+    # NVE conserves energy: the total fluctuates far less than the potential energy swings, and barely drifts
+    assert stats["fluctuation_std_kcal_mol"] < 0.05 * log["potential_kcal_mol"].std()
+    assert abs(stats["drift_kcal_mol_ps"]) * ns["STEPS"] * ns["DT_FS"] / 1000 < stats["fluctuation_std_kcal_mol"]
+    for png in ("sgdml_parity.png", "sgdml_nve_energy.png"):
+        assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_differentiable_md_notebook(tmp_path, monkeypatch):
+    import jax
+
+    ns = _run("differentiable_md.py", tmp_path, monkeypatch)
+    assert not jax.config.jax_enable_x64
+    assert {c["leaf"] for c in ns["checks"]} >= {"['beta']", "['centres']", "['sigma']", "R0"}
+    assert ns["max_rel_error"] < 1e-4  # gradients through the scan agree with finite differences
+    history = ns["history"]
+    assert abs(history[-1] - ns["target"]) < 1e-4 and abs(history[0] - ns["target"]) > 0.005  # steered there
+    for png in ("differentiable_md_gradient.png", "differentiable_md_steering.png"):
+        assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_every_notebook_is_listed():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.py")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_convert_to_ipynb(name, tmp_path):
     jupytext = pytest.importorskip("jupytext")
     nbformat = pytest.importorskip("nbformat")
-    for path in sorted(NOTEBOOKS.glob("*.py")):
-        nb = jupytext.read(path)
-        kinds = [c.cell_type for c in nb.cells]
-        assert kinds.count("markdown") >= 3 and kinds.count("code") >= 4, path.name
-        nbformat.validate(nb)
-    out = tmp_path / "qm9_krr.ipynb"
-    subprocess.run([sys.executable, "-m", "jupytext", "--to", "notebook", "--output", str(out),
-                    str(NOTEBOOKS / "qm9_krr.py")], check=True, capture_output=True)
+    path = NOTEBOOKS / name
+    nb = jupytext.read(path)
+    kinds = [c.cell_type for c in nb.cells]
+    assert kinds.count("markdown") >= 3 and kinds.count("code") >= 4, path.name
+    nbformat.validate(nb)
+    out = tmp_path / path.with_suffix(".ipynb").name
+    subprocess.run([sys.executable, "-m", "jupytext", "--to", "notebook", "--output", str(out), str(path)],
+                   check=True, capture_output=True)
     assert nbformat.read(out, as_version=4).cells[0].cell_type == "markdown"
