@@ -437,39 +437,9 @@ def _run_gdml(method, entry, data, proto, test, target, kind, progress):
         yield row, {"E": E, "E_ref": test.E, "F": F, "F_ref": test.F}
 
 
-def network_predictor(energy, forces: bool, batch_size: int = 64):
-    """predict(params, data, idx) -> (E [n], F [n, A, 3] or None), one jitted function for every call (so a
-    second call on molecules of the same atom-count buckets does not compile again)."""
-    import jax
-
-    from .data.molecules import atom_buckets, bucket_of
-    from .potential import energy_and_forces_fn
-
-    fn = jax.jit(energy_and_forces_fn(energy) if forces else energy)
-
-    def predict(params, data, idx):
-        idx = np.asarray(idx)
-        buckets = atom_buckets(data.n_atoms[idx])
-        which = bucket_of(data.n_atoms[idx], buckets)
-        E = np.zeros(len(idx))
-        F = np.zeros((len(idx), data.max_atoms, 3)) if forces else None
-        for b, size in enumerate(buckets):
-            rows = np.flatnonzero(which == b)
-            for s in range(0, len(rows), batch_size):
-                r = rows[s:s + batch_size]
-                out = fn(params, data.molecules(idx[r], n_atoms_pad=size, batch_pad=batch_size))
-                E[r] = np.asarray(out[0] if forces else out)[:len(r)]
-                if forces:
-                    a = min(size, data.max_atoms)
-                    F[r, :a] = np.asarray(out[1])[:len(r), :a]
-        return E, F
-
-    return predict
-
-
 def _run_network(method, entry, data, proto, test, target, kind, progress, out_dir=None):
     from .train import loop
-    from .train.run import load_network, train_network
+    from .train.run import load_network, network_predictor, train_network
 
     s = entry["settings"]
     forces = entry["forces"]

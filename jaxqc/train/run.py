@@ -87,24 +87,34 @@ def load_network(path):
     return kind, config, nnmodel.make_energy(kind, config), params, header
 
 
-def predict_network(energy, params, data: Dataset, idx, forces: bool, batch_size: int = 64):
-    """(E [n], F [n, A, 3] or None) for the molecules idx, batched in fixed atom-count buckets."""
+def network_predictor(energy, forces: bool, batch_size: int = 64):
+    """predict(params, data, idx) -> (E [n], F [n, A, 3] or None), batched in fixed atom-count buckets;
+    one jitted function for every call, so a later call on the same bucket shapes does not compile."""
     from ..data.molecules import bucket_of
     from ..potential import energy_and_forces_fn
 
     fn = jax.jit(energy_and_forces_fn(energy) if forces else energy)
-    idx = np.asarray(idx)
-    buckets = atom_buckets(data.n_atoms[idx])
-    which = bucket_of(data.n_atoms[idx], buckets)
-    E = np.zeros(len(idx))
-    F = np.zeros((len(idx), data.max_atoms, 3)) if forces else None
-    for b, size in enumerate(buckets):
-        rows = np.flatnonzero(which == b)
-        for s in range(0, len(rows), batch_size):
-            r = rows[s:s + batch_size]
-            out = fn(params, data.molecules(idx[r], n_atoms_pad=size, batch_pad=batch_size))
-            E[r] = np.asarray(out[0] if forces else out)[: len(r)]
-            if forces:
-                a = min(size, data.max_atoms)
-                F[r, :a] = np.asarray(out[1])[: len(r), :a]
-    return E, F
+
+    def predict(params, data: Dataset, idx):
+        idx = np.asarray(idx)
+        buckets = atom_buckets(data.n_atoms[idx])
+        which = bucket_of(data.n_atoms[idx], buckets)
+        E = np.zeros(len(idx))
+        F = np.zeros((len(idx), data.max_atoms, 3)) if forces else None
+        for b, size in enumerate(buckets):
+            rows = np.flatnonzero(which == b)
+            for s in range(0, len(rows), batch_size):
+                r = rows[s:s + batch_size]
+                out = fn(params, data.molecules(idx[r], n_atoms_pad=size, batch_pad=batch_size))
+                E[r] = np.asarray(out[0] if forces else out)[: len(r)]
+                if forces:
+                    a = min(size, data.max_atoms)
+                    F[r, :a] = np.asarray(out[1])[: len(r), :a]
+        return E, F
+
+    return predict
+
+
+def predict_network(energy, params, data: Dataset, idx, forces: bool, batch_size: int = 64):
+    """(E [n], F [n, A, 3] or None) for the molecules idx (one call of network_predictor)."""
+    return network_predictor(energy, forces, batch_size)(params, data, idx)
