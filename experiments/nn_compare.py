@@ -42,9 +42,10 @@ def normalisation(data, train_idx, target: str, forces: bool, max_z: int = 100) 
 
 # ---- jaxqc ---------------------------------------------------------------------------------------
 def run_jaxqc(data, split, arch: dict, rec: dict, budget_min: float, target: str, forces: bool, run_dir,
-              epochs: int = 100_000, resume: bool = False, **train_overrides) -> dict:
-    """Train jaxqc's SchNet for `budget_min` minutes (in all: `resume` continues run_dir's checkpoint up to
-    the new budget); validation curve, test MAE of the best model."""
+              epochs: int = 100_000, resume: bool = False, kind: str = "schnet", **train_overrides) -> dict:
+    """Train a jaxqc network (`kind`: SchNet unless told) for `budget_min` minutes (in all: `resume`
+    continues run_dir's checkpoint up to the new budget); validation curve, test MAE of the best model,
+    steps per second, peak resident memory of the process."""
     import jax
 
     from jaxqc.train import loop
@@ -53,15 +54,28 @@ def run_jaxqc(data, split, arch: dict, rec: dict, budget_min: float, target: str
     cfg = loop.TrainConfig(epochs=epochs, time_budget_min=budget_min, ema_decay=None, schedule="plateau",
                            patience=10**9, seed=0, **{**rec, **train_overrides})
     t0 = time.perf_counter()
-    summary = train_network("schnet", data, target, forces, len(split["train"]), len(split["valid"]), cfg, run_dir,
+    summary = train_network(kind, data, target, forces, len(split["train"]), len(split["valid"]), cfg, run_dir,
                             model_overrides=arch, split=dict(split), progress=False, resume=resume)
     wall = time.perf_counter() - t0
     rows = loop.read_log(Path(run_dir) / "metrics.jsonl")
     _, _, energy, params, _ = load_network(run_dir)
     test = evaluate_jaxqc(energy, params, data, split["test"], target, forces, predict_network)
-    return {"code": "jaxqc", "jax": jax.__version__, "epochs": summary["epochs"], "steps": summary["steps"],
+    return {"code": "jaxqc", "kind": kind, "jax": jax.__version__, "epochs": summary["epochs"],
+            "steps": summary["steps"], "steps_per_s": summary["steps"] / max(summary["time_s"], 1e-9),
             "best_epoch": summary["best_epoch"], "train_s": summary["time_s"], "wall_s": wall,
-            "stop_reason": summary["stop_reason"], "curve": _curve(rows), "test": test}
+            "stop_reason": summary["stop_reason"], "curve": _curve(rows), "test": test,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb():
+    """Resident-set high-water mark of this process (Linux VmHWM), MiB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def evaluate_jaxqc(energy, params, data, idx, target, forces, predict_network) -> dict:

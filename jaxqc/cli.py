@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from .nn import NETWORK_KINDS
+
 
 def _add_units(p):
     p.add_argument("--energy-unit", help="unit of energies in the file (kcal/mol, eV, meV, Ha, kJ/mol)")
@@ -65,10 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--list", action="store_true", help="list what can be downloaded")
     dl.add_argument("--sha256", help="expected SHA-256 of the file (checked before it is kept)")
     train = sub.add_parser("train", help="train a model")
-    train.add_argument("method", choices=["krr", "gdml", "sgdml", "schnet", "dtnn"],
+    train.add_argument("method", choices=["krr", "gdml", "sgdml", *NETWORK_KINDS],
                        help="krr: kernel ridge regression of molecular properties; gdml/sgdml: kernel force "
                             "field of one molecule from forces (sgdml: symmetrised over its permutations); "
-                            "schnet/dtnn: neural networks (energies, forces or a QM9 property)")
+                            "schnet/dtnn/cormorant: neural networks (energies, forces or a QM9 property)")
     train.add_argument("--data", required=True,
                        help="registered name (qm9, ethanol-xtb) or file (per-molecule properties for krr; "
                             "frames of one molecule with energies and forces for gdml/sgdml)")
@@ -90,21 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cg-tol", type=float, default=None, help="gdml/sgdml CG: relative residual to stop at (1e-4)")
     train.add_argument("--cg-rank", type=int, default=None,
                        help="gdml/sgdml CG: most preconditioner columns (default 2500)")
-    train.add_argument("--forces", action="store_true", help="schnet/dtnn: train on energies and forces")
-    train.add_argument("--epochs", type=int, default=None, help="schnet/dtnn: most epochs (default 1000)")
+    train.add_argument("--forces", action="store_true", help="networks: train on energies and forces")
+    train.add_argument("--epochs", type=int, default=None, help="networks: most epochs (default 1000)")
     train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                       help="schnet/dtnn: stop after this many minutes of training")
-    train.add_argument("--batch-size", type=int, default=None, help="schnet/dtnn (default 32)")
-    train.add_argument("--lr", type=float, default=None, help="schnet/dtnn learning rate (default 5e-4)")
-    train.add_argument("--features", type=int, default=None, help="schnet/dtnn feature width")
-    train.add_argument("--interactions", type=int, default=None, help="schnet/dtnn interaction blocks")
-    train.add_argument("--cutoff", type=float, default=None, help="schnet/dtnn cutoff in Å")
-    train.add_argument("--resume", action="store_true", help="schnet/dtnn: continue the run in --out")
-    train.add_argument("--devices", type=int, default=None, help="schnet/dtnn: local devices to use (default all)")
+                       help="networks: stop after this many minutes of training")
+    train.add_argument("--batch-size", type=int, default=None, help="networks (default 32)")
+    train.add_argument("--lr", type=float, default=None, help="networks learning rate (default 5e-4)")
+    train.add_argument("--features", type=int, default=None,
+                       help="networks: feature width (cormorant: channels per irrep)")
+    train.add_argument("--interactions", type=int, default=None,
+                       help="networks: interaction blocks (cormorant: CG levels)")
+    train.add_argument("--l-max", type=int, default=None, help="cormorant: largest l of the spherical features")
+    train.add_argument("--cutoff", type=float, default=None, help="networks cutoff in Å")
+    train.add_argument("--resume", action="store_true", help="networks: continue the run in --out")
+    train.add_argument("--devices", type=int, default=None, help="networks: local devices to use (default all)")
     train.add_argument("--coordinator", default=None, help="multi-host: coordinator address host:port")
     train.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     train.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
-    train.add_argument("--out", required=True, help="model file to write (.npz); schnet/dtnn: a run directory")
+    train.add_argument("--out", required=True,
+                       help="model file to write (.npz); networks (schnet, dtnn, cormorant): a run directory")
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
     ev.add_argument("model")
@@ -115,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
 
     mdp = sub.add_parser("md", help="molecular dynamics (NVE velocity Verlet, NVT Langevin) on a saved force field",
-                         description="Molecular dynamics on a gdml/sgdml model file or a schnet/dtnn run directory. "
+                         description="Molecular dynamics on a gdml/sgdml model file or a schnet/dtnn/cormorant run directory. "
                                      "Writes TRAJ (extended XYZ, eV), TRAJ.csv (time_fs, potential, kinetic, total "
                                      "energy in kcal/mol, temperature_K), TRAJ.json (summary) and TRAJ.png.")
     mdp.add_argument("model", help="model file (.npz) or network run directory")
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quick: small N and short network runs, ~10 min on 2 CPU cores (default); paper: the "
                           "published protocols (rMD17 1000 frames, QM9 N up to 110k, long network runs: GPU)")
     cmp.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                     help="subset of krr-cm, krr-bob, gdml, sgdml, schnet, dtnn (comma or space separated)")
+                     help="subset of krr-cm, krr-bob, gdml, sgdml, schnet, dtnn, cormorant (comma or space separated)")
     cmp.add_argument("--plan", action="store_true", help="print the plan (protocol, N, settings) without training")
     cmp.add_argument("--json", action="store_true", help="print the JSON result to stdout instead of the table")
     cmp.add_argument("--out", default=None, metavar="DIR",
@@ -239,7 +245,7 @@ ALL_QM9_TARGETS = ("U0", "U", "H", "G", "HOMO", "LUMO", "gap", "ZPVE", "mu", "al
 def cmd_train(args) -> int:
     if args.method in ("gdml", "sgdml"):
         return _train_gdml(args)
-    if args.method in ("schnet", "dtnn"):
+    if args.method in NETWORK_KINDS:
         return _train_network(args)
     from .data import io
     from .kernels import krr
@@ -299,6 +305,7 @@ def _train_gdml(args) -> int:
 
 def _train_network(args) -> int:
     from .data import io
+    from .errors import JaxqcError
     from .train import loop
     from .train.run import train_network
 
@@ -310,8 +317,11 @@ def _train_network(args) -> int:
     if args.time_budget is not None and args.epochs is None:
         kw["epochs"] = 10**9
     cfg = loop.TrainConfig(seed=args.seed, **kw)
-    model_kw = {k: v for k, v in (("features", args.features), ("interactions", args.interactions),
-                                  ("cutoff_ang", args.cutoff)) if v is not None}
+    names = (("channels", "cg_levels") if args.method == "cormorant" else ("features", "interactions"))
+    model_kw = {k: v for k, v in ((names[0], args.features), (names[1], args.interactions),
+                                  ("cutoff_ang", args.cutoff), ("l_max", args.l_max)) if v is not None}
+    if "l_max" in model_kw and args.method != "cormorant":
+        raise JaxqcError("--l-max is a cormorant option")
     data = io.read(args.data)
     target = (args.target or ["U0" if "U0" in data.props else "energy"])[0]
     out = train_network(args.method, data, target, args.forces, args.n_train, args.n_valid, cfg, args.out,
@@ -424,7 +434,7 @@ def cmd_evaluate(args) -> int:
     kind = model_kind(args.model)
     if kind in ("gdml", "sgdml"):
         return _evaluate_gdml(args)
-    if kind in ("schnet", "dtnn"):
+    if kind in NETWORK_KINDS:
         return _evaluate_network(args)
     model = krr.load_krr(args.model)
     data = io.read(args.data)

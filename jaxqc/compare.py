@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, JaxqcError
+from .nn import NETWORK_KINDS
 
-METHODS = ("krr-cm", "krr-bob", "gdml", "sgdml", "schnet", "dtnn")
+METHODS = ("krr-cm", "krr-bob", "gdml", "sgdml", *NETWORK_KINDS)
 BUDGETS = ("quick", "paper")  # "tiny" (seconds; tests) is accepted but not advertised
 SGDML_GRID = tuple(float(s) for s in range(2, 100, 10))  # sgdml's default sigma grid 2:10:100 (1/Å)
 SMALL_GRID = (12.0, 22.0, 32.0, 42.0)  # experiments/md17_sgdml.py's curve grid (the optimum at N = 200 of
@@ -234,7 +235,7 @@ def not_applicable(method: str, kind: str, data) -> str | None:
             return "needs forces; the data set has none"
     if method.startswith("krr") and kind == "frames" and data.E is None:
         return "energy-only model; the data set has no energies"
-    if method in ("schnet", "dtnn") and kind == "frames" and data.E is None:
+    if method in NETWORK_KINDS and kind == "frames" and data.E is None:
         return "the networks learn an energy (forces are its gradient); the data set has no energies"
     return None
 
@@ -263,7 +264,7 @@ def make_plan(kind: str, budget: str, n_pool: int, methods, data) -> dict:
                                  "Laplacian kernel, 7 x 3 (sigma, lambda) grid on the validation molecules)")
         if m == "sgdml" and kind == "frames":
             entry["reference"] = SGDML_REFERENCE
-        if m in ("schnet", "dtnn"):
+        if m in NETWORK_KINDS:
             from .nn import model as nnmodel
 
             published = dataclasses.asdict(nnmodel.config_for(m))
@@ -480,8 +481,8 @@ def run_method(method: str, entry: dict, data, proto: dict, test, target: str, k
     """Every training size of one method: {"runs": [row, ...], "error"?}; writes the test predictions of
     the largest N to out_dir/predictions/<method>.npz (for the parity plot)."""
     runner = {"krr-cm": _run_krr, "krr-bob": _run_krr, "gdml": _run_gdml, "sgdml": _run_gdml,
-              "schnet": _run_network, "dtnn": _run_network}[method]
-    kw = {"out_dir": out_dir} if method in ("schnet", "dtnn") else {}
+              **{k: _run_network for k in NETWORK_KINDS}}[method]
+    kw = {"out_dir": out_dir} if method in NETWORK_KINDS else {}
     runs, last = [], None
     result = {"runs": runs}
     gen = runner(method, entry, data, proto, test, target, kind, progress, **kw)

@@ -1,4 +1,4 @@
-"""DTNN and SchNet: symmetry (rotation with inversion, translation, permutation), padding, forces vs
+"""DTNN, SchNet and Cormorant: symmetry (rotation with inversion, translation, permutation), padding, forces vs
 finite differences in float64; the shared training loop: it learns, resumes exactly, stops on divergence
 keeping the last good checkpoint, compiles once per bucket, and gives the same losses on 4 devices."""
 import json
@@ -23,7 +23,8 @@ from jaxqc.train import loop
 from jaxqc.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"schnet": dict(features=16, interactions=2, n_rbf=12), "dtnn": dict(features=8, factors=12, n_rbf=20)}
+TINY = {"schnet": dict(features=16, interactions=2, n_rbf=12), "dtnn": dict(features=8, factors=12, n_rbf=20),
+        "cormorant": dict(channels=4, cg_levels=2, l_max=2, n_rbf=8, radial_hidden=8, readout_hidden=8)}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def build(kind, data, idx, dtype=jnp.float32, **train):
     return config, nnmodel.make_energy(kind, config), params
 
 
-@pytest.mark.parametrize("kind", ["schnet", "dtnn"])
+@pytest.mark.parametrize("kind", ["schnet", "dtnn", "cormorant"])
 def test_invariance_and_padding(kind, ethanol, x64):
     idx = np.arange(4)
     _, energy, params = build(kind, ethanol, idx, jnp.float64)
@@ -66,7 +67,7 @@ def test_invariance_and_padding(kind, ethanol, x64):
     assert np.all(np.isfinite(np.asarray(F4))) and np.all(np.asarray(F4)[:, 9:] == 0)
 
 
-@pytest.mark.parametrize("kind", ["schnet", "dtnn"])
+@pytest.mark.parametrize("kind", ["schnet", "dtnn", "cormorant"])
 def test_forces_match_finite_differences(kind, ethanol, x64):
     idx = np.arange(2)
     _, energy, params = build(kind, ethanol, idx, jnp.float64)

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..elements import SYMBOLS
 from ..errors import DataError, ElementError, JaxqcError
+from ..nn import NETWORK_KINDS
 
-FORCE_FIELDS = ("gdml", "sgdml", "schnet", "dtnn")
+FORCE_FIELDS = ("gdml", "sgdml", *NETWORK_KINDS)
 SINGLE_CHUNK = 16_384  # gdml/sgdml centres evaluated in one step of the prediction scan
 
 
@@ -63,7 +64,7 @@ def load_potential(path):
         # one molecule at a time: all centres in one chunk (2.5-4x faster per MD step than 1024-centre chunks)
         config = dataclasses.replace(model["config"], centre_chunk=max(model["config"].centre_chunk, SINGLE_CHUNK))
         energy, params = gdml.energy, gdml.model_params({**model, "config": config})
-    elif kind in ("schnet", "dtnn"):
+    elif kind in NETWORK_KINDS:
         from ..train.run import load_network
 
         kind, config, energy, params, header = load_network(path)

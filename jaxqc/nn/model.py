@@ -14,11 +14,14 @@ import numpy as np
 
 from ..data.molecules import Dataset, Molecules
 from ..errors import JaxqcError
+from . import NETWORK_KINDS
+from .cormorant import Cormorant, CormorantConfig
 from .dtnn import DTNN, DTNNConfig
 from .layers import atomwise_mean, atomwise_sum
 from .schnet import SchNet, SchNetConfig
 
-NETWORKS = {"schnet": (SchNetConfig, SchNet), "dtnn": (DTNNConfig, DTNN)}
+NETWORKS = {"schnet": (SchNetConfig, SchNet), "dtnn": (DTNNConfig, DTNN), "cormorant": (CormorantConfig, Cormorant)}
+assert tuple(NETWORKS) == NETWORK_KINDS
 INTENSIVE = ("HOMO", "LUMO", "gap", "mu", "alpha", "R2", "Cv", "A", "B", "C")  # mean readout (mu, alpha: as SchNet does not use dipole heads)
 
 
