@@ -15,7 +15,7 @@ process; JSON + a plot per task.
     python experiments/cormorant_vs_schnet.py --task md17 --budget-min 30
     python experiments/cormorant_vs_schnet.py --task qm9 --budget-min 30
     python experiments/cormorant_vs_schnet.py --quick        # CI-sized: ethanol-xtb, tiny networks
-Needs ../shared/data/rmd17 (or JAXQC_SHARED_DATA) for md17 and the QM9 cache (`jaxqc data download qm9`).
+Needs ../shared/data/rmd17 (or JAXQC_SHARED_DATA) for md17, and QM9 (`pip install jaxqc[qm9]`; cached on first use) for qm9.
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@
 
 Two kinds of data, two method sets:
   frames      frames of one molecule with energies (and forces): ethanol-xtb, rMD17/MD17/sGDML npz, extxyz.
-              gdml, sgdml (forces), schnet, dtnn (energies + forces), krr-cm, krr-bob (energies only: the
+              gdml, sgdml (forces), schnet, dtnn, cormorant (energies + forces), krr-cm, krr-bob (energies only: the
               Coulomb-matrix models here have no force output, so their force MAE is "not applicable").
   property    one geometry per molecule with QM9 properties (qm9, or a file with them; --target, default
-              U0): krr-cm, krr-bob, schnet, dtnn. gdml/sgdml do not apply (they learn the force field
+              U0): krr-cm, krr-bob, schnet, dtnn, cormorant. gdml/sgdml do not apply (they learn the force field
               of one molecule) and are listed as such.
 
 Protocol (the same frames for every method):
@@ -74,6 +74,7 @@ PLANS = {
             "sgdml": {"n": (50, 100, 200, 500, 1000), "sigmas": SMALL_GRID, "lam": 1e-10},
             "schnet": {"n": (1000,), "minutes": 2.0, "model": {"features": 64, "interactions": 3}},
             "dtnn": {"n": (1000,), "minutes": 2.0, "model": {}},
+            "cormorant": {"n": (1000,), "minutes": 2.0, "model": {"channels": 8, "cg_levels": 3}},
         },
         "paper": {
             "protocol": {"n_test": 1000, "n_valid": 50},
@@ -85,6 +86,7 @@ PLANS = {
             "sgdml": {"n": (100, 200, 500, 1000), "sigmas": SGDML_GRID, "lam": 1e-10},
             "schnet": {"n": (1000,), "minutes": 24 * 60.0, "model": {}, "train": {"patience": 100}},
             "dtnn": {"n": (1000,), "minutes": 24 * 60.0, "model": {}, "train": {"patience": 100}},
+            "cormorant": {"n": (1000,), "minutes": 24 * 60.0, "model": {}, "train": {"patience": 100}},
         },
         "tiny": {
             "protocol": {"n_test": 40, "n_valid": 10},
@@ -96,6 +98,9 @@ PLANS = {
                        "train": {"batch_size": 20, "n_buckets": 1}},
             "dtnn": {"n": (40,), "epochs": 1, "model": {"features": 8, "factors": 8, "interactions": 1,
                                                         "n_rbf": 10}, "train": {"batch_size": 20, "n_buckets": 1}},
+            "cormorant": {"n": (40,), "epochs": 1, "model": {"channels": 3, "cg_levels": 1, "l_max": 1, "n_rbf": 8,
+                                                             "radial_hidden": 8, "readout_hidden": 8},
+                          "train": {"batch_size": 20, "n_buckets": 1}},
         },
     },
     "property": {
@@ -106,6 +111,8 @@ PLANS = {
             "schnet": {"n": (5000,), "minutes": 2.0, "model": {"features": 64, "interactions": 3},
                        "train": {"n_buckets": 4}},
             "dtnn": {"n": (5000,), "minutes": 2.0, "model": {}, "train": {"n_buckets": 4}},
+            "cormorant": {"n": (5000,), "minutes": 2.0, "model": {"channels": 8, "cg_levels": 3},
+                          "train": {"n_buckets": 4}},
         },
         "paper": {
             "protocol": {"n_test": 10_000, "n_valid": 2_000},
@@ -117,6 +124,7 @@ PLANS = {
                         "grid_max_n": 10_000, "fixed": (1600.0, 1e-6)},
             "schnet": {"n": (110_000,), "minutes": 48 * 60.0, "model": {}, "train": {"patience": 100}},
             "dtnn": {"n": (110_000,), "minutes": 48 * 60.0, "model": {}, "train": {"patience": 100}},
+            "cormorant": {"n": (110_000,), "minutes": 48 * 60.0, "model": {}, "train": {"patience": 100}},
         },
         "tiny": {
             "protocol": {"n_test": 40, "n_valid": 20},
@@ -126,6 +134,9 @@ PLANS = {
                        "train": {"batch_size": 20, "n_buckets": 1}},
             "dtnn": {"n": (40,), "epochs": 1, "model": {"features": 8, "factors": 8, "interactions": 1,
                                                         "n_rbf": 10}, "train": {"batch_size": 20, "n_buckets": 1}},
+            "cormorant": {"n": (40,), "epochs": 1, "model": {"channels": 3, "cg_levels": 1, "l_max": 1, "n_rbf": 8,
+                                                             "radial_hidden": 8, "readout_hidden": 8},
+                          "train": {"batch_size": 20, "n_buckets": 1}},
         },
     },
 }
@@ -137,6 +148,7 @@ DESCRIPTIONS = {
     "sgdml": "sGDML: GDML symmetrised over the molecule's permutations (Chmiela 2018)",
     "schnet": "SchNet continuous-filter network (Schütt 2018)",
     "dtnn": "DTNN deep tensor neural network (Schütt 2017)",
+    "cormorant": "Cormorant covariant Clebsch–Gordan network (Anderson 2019)",
 }
 
 # What the rMD17 protocol of `--test` reproduces (for the report; the numbers are in experiments/results).

@@ -62,7 +62,7 @@ def test_property_data_lists_force_fields_as_not_applicable(tmp_path, capsys):
     path = tmp_path / "props.npz"
     io.write_npz(mixed_molecules(150), path)
     code, out, _ = run(capsys, "--data", str(path), "--target", "mu", "--budget", "tiny", "--methods",
-                       "krr-bob", "gdml", "sgdml", "dtnn", "--in-process", "--json", "--out", str(tmp_path / "c"))
+                       "krr-bob", "gdml", "sgdml", "dtnn", "cormorant", "--in-process", "--json", "--out", str(tmp_path / "c"))
     assert code == 0
     result = json.loads(out)
     assert result["data"]["kind"] == "property" and result["target"] == "mu" and result["units"]["energy"] == "D"
@@ -71,7 +71,7 @@ def test_property_data_lists_force_fields_as_not_applicable(tmp_path, capsys):
         assert entry["applicable"] is False and "force field" in entry["reason"]
         assert {"method": m, "applicable": False, "note": "not applicable: " + entry["reason"]} in result["rows"]
     ran = [r for r in result["rows"] if r["applicable"]]
-    assert {r["method"] for r in ran} == {"krr-bob", "dtnn"}
+    assert {r["method"] for r in ran} == {"krr-bob", "dtnn", "cormorant"}
     assert all("forces_mae" not in r and np.isfinite(r["energy_mae"]) for r in ran)
 
 
@@ -101,7 +101,7 @@ def _water(n=20):
 
 @pytest.mark.parametrize("case,expect", [
     ("data", "--data nope.npz: not a registered data set"),
-    ("method", "unknown method(s) banana; choose from krr-cm, krr-bob, gdml, sgdml, schnet, dtnn"),
+    ("method", "unknown method(s) banana; choose from krr-cm, krr-bob, gdml, sgdml, schnet, dtnn, cormorant"),
     ("budget", "unknown budget 'huge'; one of quick, paper"),
     ("test", "a different molecule (OH2, 3 atoms) from --data (C2OH6, 9 atoms)"),
     ("target", "--target U0: not in the data set"),

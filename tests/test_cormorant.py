@@ -114,5 +114,55 @@ def test_cli_train_and_evaluate_cormorant(tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", "ethanol-xtb", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] > 0 and res["forces"]["mae"] > 0 and res["forces"]["unit"] == "kcal/mol/Å"
+    # the run directory is a force field: jaxqc md and the ASE calculator take it
+    from jaxqc.md.calculator import JaxqcCalculator
+    from jaxqc.train.run import load_network, predict_network
+
+    assert main(["md", str(run), "--start", "ethanol-xtb", "--steps", "20", "--dt-fs", "0.5", "--quiet",
+                 "--out", str(tmp_path / "traj.extxyz")]) == 0
+    assert (tmp_path / "traj.extxyz").stat().st_size > 0
+    from jaxqc.units import EV_KCAL_MOL
+
+    data = io.read("ethanol-xtb")
+    _, _, energy, params, _ = load_network(run)
+    E, F = predict_network(energy, params, data, [0], forces=True)
+    calc = JaxqcCalculator(run)
+    from ase import Atoms
+
+    atoms = Atoms(numbers=data.Z[0], positions=data.R[0], calculator=calc)
+    np.testing.assert_allclose(atoms.get_potential_energy() * EV_KCAL_MOL, E[0], rtol=1e-5)
+    np.testing.assert_allclose(atoms.get_forces() * EV_KCAL_MOL, F[0], atol=2e-3)
     with pytest.raises(Exception, match="--l-max is a cormorant option"):
         main(["train", "schnet", "--data", "ethanol-xtb", "--n-train", "12", "--l-max", "2", "--out", str(tmp_path / "s")])
+
+
+def _experiment(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cormorant_vs_schnet_experiment_quick(tmp_path):
+    """The equal-budget experiment, CI-sized: both networks train in their own processes, learn, and the
+    JSON has the curves, test errors, throughput, memory and the ratios."""
+    res = _experiment("cormorant_vs_schnet").main(["--quick", "--out", str(tmp_path / "c.json"),
+                                                  "--run-dir", str(tmp_path / "runs")])
+    assert set(res["runs"]) == {"cormorant", "schnet"}
+    for code, r in res["runs"].items():
+        assert "error" not in r, (code, r)
+        assert r["epochs"] == 40 and r["steps_per_s"] > 0 and r["peak_rss_mb"] > 100
+        loss = [row["train_loss"] for row in r["curve"]]
+        assert loss[-1] < loss[0] / 3, (code, loss[0], loss[-1])
+    assert set(res["ratios_cormorant_over_schnet"]) >= {"test_forces_mae", "steps_per_s", "peak_rss"}
+    assert json.loads((tmp_path / "c.json").read_text())["task"] == "md17"
+
+
+def test_cormorant_profile_experiment_quick(tmp_path):
+    res = _experiment("cormorant_profile").main(["--quick", "--out", str(tmp_path / "p.json")])
+    assert len(res["rows"]) == 4 and all(r["train step"]["step_s"] > 0 for r in res["rows"])
+    assert set(res["speedup_fused_over_e3nn"]) == {"tiny 2 x 5, both", "tiny 2 x 5, natural"}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -33,6 +34,7 @@ def test_schnet_training_notebook(tmp_path, monkeypatch):
     assert set(ns["results"]) == set(ns["SIZES"])
     for png in ("schnet_training_run.png", "schnet_parity.png", "schnet_learning_curve.png"):
         assert (tmp_path / png).stat().st_size > 5000
+    assert max(ns["covariance_error"]) < 1e-5 and np.isfinite(ns["cormorant_scores"]["forces_mae"])
 
 
 def test_sgdml_force_field_notebook(tmp_path, monkeypatch):
