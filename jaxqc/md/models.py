@@ -65,6 +65,7 @@ def load_potential(path):
         config = dataclasses.replace(model["config"], centre_chunk=max(model["config"].centre_chunk, SINGLE_CHUNK))
         energy, params = gdml.energy, gdml.model_params({**model, "config": config})
     elif kind in NETWORK_KINDS:
+        from ..nn import model as nnmodel
         from ..train.run import load_network
 
         kind, config, energy, params, header = load_network(path)
@@ -76,8 +77,7 @@ def load_potential(path):
         params = jax.tree_util.tree_map(np.asarray, params)
         info = {"z": None, "elements": None if elements is None else sorted(int(e) for e in elements),
                 "max_z": int(config.max_z),
-                "description": f"{kind}, {config.features} features, {config.interactions} interactions, "
-                               f"cutoff {config.cutoff_ang:g} Å",
+                "description": nnmodel.describe(kind, config),
                 "provenance": header["provenance"]}
     elif kind == "krr":
         raise JaxqcError(f"{path}: a KRR property model (no energy surface, no forces); molecular dynamics "

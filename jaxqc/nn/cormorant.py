@@ -25,7 +25,7 @@ Deviations from the published model (and why):
 - O(3) irreps: e3nn-jax labels irreps with a parity. parity="natural" (default) keeps l with parity (-1)^l,
   so every l has tau channels as in the published SO(3) network, and CG outputs of the other parity (the
   cross product 1o x 1o -> 1e, pseudoscalars) are dropped; parity="both" keeps an even and an odd copy of
-  every l (the SO(3) network's full content, at 2x the channels and 2.2x the training-step time:
+  every l (the SO(3) network's full content, at 2x the channels and 1.8-2.2x the training-step time:
   experiments/cormorant_profile.py). Either way the readout uses the true scalars 0e, so energies are
   invariant under inversion as well as rotation (physics requires it; an SO(3) Cormorant could tell
   mirror images apart).

@@ -36,6 +36,16 @@ def config_from_dict(kind: str, d: dict):
     return NETWORKS[kind][0](**{k: v for k, v in d.items() if k in fields})
 
 
+def describe(kind: str, config) -> str:
+    """One line for logs and model info: 'schnet, 128 features, 6 interactions, cutoff 5 Å'."""
+    sizes = {"cormorant": (("channels", "channels"), ("cg_levels", "CG levels"), ("l_max", "l_max"))}.get(
+        kind, (("features", "features"), ("interactions", "interactions")))
+    parts = [f"{getattr(config, name)} {label}" if label != "l_max" else f"l_max {config.l_max}" for name, label in sizes]
+    cutoff = getattr(config, "cutoff_ang", None)
+    parts.append("all pairs" if cutoff is None else f"cutoff {cutoff:g} Å")
+    return ", ".join([kind, *parts])
+
+
 def make_energy(kind: str, config):
     """energy(params, molecules) -> [B]: the network's atom outputs, scaled, shifted, referenced, summed
     (or averaged for config.readout == 'mean')."""
