@@ -69,13 +69,9 @@ def run_jaxqc(data, split, arch: dict, rec: dict, budget_min: float, target: str
 
 def peak_rss_mb():
     """Resident-set high-water mark of this process (Linux VmHWM), MiB; None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    from jaxqc.compare import status_mb
+
+    return status_mb("VmHWM")
 
 
 def evaluate_jaxqc(energy, params, data, idx, target, forces, predict_network) -> dict:

@@ -62,6 +62,15 @@ BUDGET_NOTES = {
 
 # ---- budgets: what runs, at which N, with which settings (edit here) --------------------------------
 # "n": training sizes (clamped to the training pool: N = 1000 on rMD17 is 950 + 50 validation)
+# the "tiny" budget (tests): one epoch of each network on 40 molecules, the same for both kinds of data
+_TINY_TRAIN = {"batch_size": 20, "n_buckets": 1}
+TINY_NETWORKS = {
+    "schnet": {"n": (40,), "epochs": 1, "model": {"features": 16, "interactions": 1, "n_rbf": 10}, "train": _TINY_TRAIN},
+    "dtnn": {"n": (40,), "epochs": 1, "model": {"features": 8, "factors": 8, "interactions": 1, "n_rbf": 10},
+             "train": _TINY_TRAIN},
+    "cormorant": {"n": (40,), "epochs": 1, "model": {"channels": 3, "cg_levels": 1, "l_max": 1, "n_rbf": 8,
+                                                     "radial_hidden": 8, "readout_hidden": 8}, "train": _TINY_TRAIN},
+}
 PLANS = {
     "frames": {
         "quick": {
@@ -94,13 +103,7 @@ PLANS = {
             "krr-bob": {"n": (40,), "kernel": "laplacian", "scales": (1.0, 4.0), "lambdas": (1e-8,)},
             "gdml": {"n": (20, 40), "sigmas": (10.0, 20.0), "lam": 1e-10},
             "sgdml": {"n": (20, 40), "sigmas": (10.0, 20.0), "lam": 1e-10},
-            "schnet": {"n": (40,), "epochs": 1, "model": {"features": 16, "interactions": 1, "n_rbf": 10},
-                       "train": {"batch_size": 20, "n_buckets": 1}},
-            "dtnn": {"n": (40,), "epochs": 1, "model": {"features": 8, "factors": 8, "interactions": 1,
-                                                        "n_rbf": 10}, "train": {"batch_size": 20, "n_buckets": 1}},
-            "cormorant": {"n": (40,), "epochs": 1, "model": {"channels": 3, "cg_levels": 1, "l_max": 1, "n_rbf": 8,
-                                                             "radial_hidden": 8, "readout_hidden": 8},
-                          "train": {"batch_size": 20, "n_buckets": 1}},
+            **TINY_NETWORKS,
         },
     },
     "property": {
@@ -130,13 +133,7 @@ PLANS = {
             "protocol": {"n_test": 40, "n_valid": 20},
             "krr-cm": {"n": (20, 40), "kernel": "laplacian", "sigmas": (10.0, 100.0), "lambdas": (1e-8,)},
             "krr-bob": {"n": (40,), "kernel": "laplacian", "sigmas": (10.0, 100.0), "lambdas": (1e-8,)},
-            "schnet": {"n": (40,), "epochs": 1, "model": {"features": 16, "interactions": 1, "n_rbf": 10},
-                       "train": {"batch_size": 20, "n_buckets": 1}},
-            "dtnn": {"n": (40,), "epochs": 1, "model": {"features": 8, "factors": 8, "interactions": 1,
-                                                        "n_rbf": 10}, "train": {"batch_size": 20, "n_buckets": 1}},
-            "cormorant": {"n": (40,), "epochs": 1, "model": {"channels": 3, "cg_levels": 1, "l_max": 1, "n_rbf": 8,
-                                                             "radial_hidden": 8, "readout_hidden": 8},
-                          "train": {"batch_size": 20, "n_buckets": 1}},
+            **TINY_NETWORKS,
         },
     },
 }
@@ -302,7 +299,8 @@ def parse_methods(values) -> list:
 
 
 # ---- memory ---------------------------------------------------------------------------------------
-def _status_mb(field: str) -> float | None:
+def status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmHWM, VmRSS) in MiB; None where there is none (not Linux)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -322,7 +320,7 @@ def _reset_peak() -> bool:
 
 
 def _peak_mb() -> float:
-    hwm = _status_mb("VmHWM")
+    hwm = status_mb("VmHWM")
     if hwm is not None:
         return hwm
     import resource
@@ -500,7 +498,7 @@ def run_method(method: str, entry: dict, data, proto: dict, test, target: str, k
     gen = runner(method, entry, data, proto, test, target, kind, progress, **kw)
     while True:
         can_reset = _reset_peak()
-        rss0 = _status_mb("VmRSS")
+        rss0 = status_mb("VmRSS")
         try:
             row, pred = next(gen)
         except StopIteration:
