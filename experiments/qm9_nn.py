@@ -247,7 +247,7 @@ def main(argv=None) -> dict:
     results = {"experiment": "qm9_nn", "quick": args.quick, "arch": arch, "batch": batch, "n_batches": n_batches,
                "date": time.strftime("%Y-%m-%d"),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                           "jax": jax.__version__}}
+                           "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}}
     print("jaxqc ...", flush=True)
     results["jaxqc"] = jaxqc_speed(data, idx, arch, batch, n_batches)
     print(json.dumps(results["jaxqc"]), flush=True)

@@ -229,6 +229,73 @@ def test_neighbour_sum_and_its_derivatives_equal_the_einsum(x64):
     np.testing.assert_allclose(g2(neighbour_sum), g2(ref), rtol=1e-11)
 
 
+def test_symmetric_pair_maps_and_their_derivatives(x64):
+    """symmetric_to_dense places pair i < j at (i, j) and (j, i) with a zero diagonal; dense_to_symmetric is
+    its transpose (<to_dense(w), G> = <w, to_pairs(G)>); first and second (reverse-mode) derivatives
+    through them equal those of the same map written as a dense one-hot matrix."""
+    from jaxqc.nn.layers import dense_to_symmetric, symmetric_to_dense, upper_pairs
+
+    r = np.random.default_rng(1)
+    A, P = 6, 15
+    w, G = jnp.asarray(r.standard_normal((2, P, 3))), jnp.asarray(r.standard_normal((2, A, A, 3)))
+    i, j = upper_pairs(A)
+    S = np.zeros((A, A, P))
+    S[i, j, np.arange(P)] = S[j, i, np.arange(P)] = 1.0
+    dense = symmetric_to_dense(w)
+    np.testing.assert_array_equal(dense, np.einsum("ijp,bpf->bijf", S, w))
+    assert np.all(np.asarray(dense)[:, np.arange(A), np.arange(A)] == 0)
+    np.testing.assert_allclose(jnp.vdot(dense, G), jnp.vdot(w, dense_to_symmetric(G)), rtol=1e-13)
+    ref = lambda w: jnp.einsum("ijp,bpf->bijf", S, w)  # noqa: E731
+    f = lambda fn: lambda w: jnp.sum(jnp.sin(fn(w)) * G)  # noqa: E731
+    np.testing.assert_allclose(jax.grad(f(symmetric_to_dense))(w), jax.grad(f(ref))(w), rtol=1e-12)
+    hv = lambda fn: jax.grad(lambda w: jnp.sum(jax.grad(f(fn))(w) ** 2))(w)  # noqa: E731  (reverse over reverse)
+    np.testing.assert_allclose(hv(symmetric_to_dense), hv(ref), rtol=1e-11)
+    g2 = lambda fn: jax.grad(lambda G: jnp.sum(jnp.cos(fn(G))))(G)  # noqa: E731
+    np.testing.assert_allclose(g2(dense_to_symmetric), g2(lambda G: jnp.einsum("ijp,bijf->bpf", S, G)), rtol=1e-12)
+
+
+def test_schnet_equals_the_all_pairs_formula(ethanol, x64):
+    """SchNet with filters on the pairs i < j gives the energies of the textbook all-pairs formula
+    (filters on every ordered pair i != j, written out here with the same parameters)."""
+    from jaxqc.nn.layers import gaussian_rbf
+
+    c = nnmodel.config_for("schnet", features=16, interactions=2, n_rbf=12)
+    mols = ethanol.molecules(np.arange(3))
+    stats = {"scale": 1.0, "shift": 0.0, "atom_ref": np.zeros(c.max_z + 1)}
+    params = nnmodel.init_params("schnet", c, jax.random.PRNGKey(3), mols, stats)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["net"])
+    ssp = lambda x: np.logaddexp(x, 0.0) - np.log(2.0)  # noqa: E731
+    dense = lambda d, x: x @ d["kernel"] + d.get("bias", 0.0)  # noqa: E731
+    R, Z = np.asarray(mols.R, np.float64), np.asarray(mols.Z)
+    d = np.linalg.norm(R[:, :, None] - R[:, None], axis=-1)
+    off = ~np.eye(R.shape[1], dtype=bool)[None, :, :, None]
+    fcut = np.where(d < c.cutoff_ang, 0.5 * (np.cos(np.pi * d / c.cutoff_ang) + 1), 0.0)[..., None] * off
+    rbf = np.asarray(gaussian_rbf(jnp.asarray(d), 0.0, c.cutoff_ang, c.n_rbf))
+    x = p["embedding"]["embedding"][Z]
+    for t in range(c.interactions):
+        f = p[f"filter_{t}"]
+        W = dense(f["dense_1"], ssp(dense(f["dense_0"], rbf))) * fcut
+        conv = np.einsum("bijf,bjf->bif", W, dense(p[f"in2f_{t}"], x))
+        o = p[f"f2out_{t}"]
+        x = x + dense(o["dense_1"], ssp(dense(o["dense_0"], conv)))
+    ro = p["readout"]
+    y = dense(ro["dense_1"], ssp(dense(ro["dense_0"], x)))[..., 0]
+    np.testing.assert_allclose(nnmodel.make_energy("schnet", c)(params, mols), y.sum(-1), rtol=1e-7)  # float32 embeddings
+
+
+def test_shifted_softplus_matches_float64_reference():
+    """ssp and its derivative (the logistic function) in float32 against float64, over the whole range."""
+    from jaxqc.nn.layers import shifted_softplus
+
+    x = np.linspace(-100.0, 100.0, 40001)
+    ref = np.logaddexp(x, 0.0) - np.log(2.0)
+    got = shifted_softplus(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=1e-6)
+    grad = jax.vmap(jax.grad(shifted_softplus))(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(grad, 1.0 / (1.0 + np.exp(-x)), atol=1e-6)
+    assert shifted_softplus(jnp.float32(0.0)) == 0.0
+
+
 def _experiment(name):
     import importlib.util
 

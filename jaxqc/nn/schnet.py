@@ -5,8 +5,11 @@ W_ij [F] (times a cosine cutoff), the convolution sums neighbour features x_j (a
 weighted by W_ij, and an atom-wise network (shifted softplus) gives the residual update of x_i.
 The atom-wise readout (F -> F/2 -> 1) gives y_i; the energy is sum_i (scale y_i + shift + E_ref[Z_i])
 (layers.atomwise_sum), or the mean for intensive targets. Forces are -jax.grad of the energy.
-Pairs are dense per molecule ([B, A, A]): molecules here have <= 29 atoms, so nearly every pair lies
-within the 5 Å cutoff anyway, and dense batched matmuls are faster than gathers on CPU.
+Pairs are dense per molecule: molecules here have <= 29 atoms, so nearly every pair lies within the 5 Å
+cutoff anyway (89% on QM9), and dense sums are faster than scatters on CPU. The filters depend only on
+|r_ij|, so W_ij = W_ji: the filter network runs on the A(A-1)/2 pairs i < j only, half of its work
+(layers.symmetric_to_dense spreads them to [B, A, A, F]). Dense layers go through layers.Dense (same
+parameters as flax's), whose weight gradient XLA:CPU computes without a slow transpose.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import MLP, cosine_cutoff, gaussian_rbf, neighbour_sum, pair_geometry
+from .layers import MLP, Dense, cosine_cutoff, gaussian_rbf, neighbour_sum, symmetric_to_dense, upper_pair_geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,13 +41,13 @@ class SchNet(nn.Module):
     @nn.compact
     def __call__(self, Z, R, mask):
         c = self.config
-        d, pair = pair_geometry(R, mask, c.cutoff_ang)  # [B, A, A] Å, bool
-        rbf = gaussian_rbf(d, 0.0, c.cutoff_ang, c.n_rbf)  # [B, A, A, n_rbf]
-        fcut = jnp.where(pair, cosine_cutoff(d, c.cutoff_ang), 0.0)[..., None]  # [B, A, A, 1]
+        d, pair = upper_pair_geometry(R, mask, c.cutoff_ang)  # [B, P] Å, bool: the P pairs i < j
+        rbf = gaussian_rbf(d, 0.0, c.cutoff_ang, c.n_rbf)  # [B, P, n_rbf]
+        fcut = jnp.where(pair, cosine_cutoff(d, c.cutoff_ang), 0.0)[..., None]  # [B, P, 1]
         x = nn.Embed(c.max_z + 1, c.features, name="embedding")(Z)  # [B, A, F]
         for t in range(c.interactions):
-            W = MLP((c.features, c.features), name=f"filter_{t}")(rbf) * fcut  # [B, A, A, F]
-            h = nn.Dense(c.features, use_bias=False, name=f"in2f_{t}")(x)  # [B, A, F]
-            conv = neighbour_sum(W, h)  # sum_j W_ij * h_j  [B, A, F]
+            W = MLP((c.features, c.features), name=f"filter_{t}")(rbf) * fcut  # [B, P, F]: W_ij = W_ji
+            h = Dense(c.features, use_bias=False, name=f"in2f_{t}")(x)  # [B, A, F]
+            conv = neighbour_sum(symmetric_to_dense(W), h)  # sum_j W_ij * h_j  [B, A, F]
             x = x + MLP((c.features, c.features), name=f"f2out_{t}")(conv)
-        return MLP((c.features // 2, 1), name="readout")(x)[..., 0]
+        return MLP((c.features // 2, 1), name="readout")(x)[..., 0]  # [B, A]
