@@ -69,6 +69,8 @@ def worker(args) -> dict:
     nn_compare.set_single_thread()
     arch = QUICK["arch"] if args.quick else ARCH
     rec = {**RECIPE, "batch_size": QUICK["batch"]} if args.quick else RECIPE
+    if args.patience is not None:
+        rec = {**rec, "plateau_patience": args.patience}
     data, split = load(shared_root(), args.molecule, args.split, args.quick)
     if args.code == "jaxqc":
         run_dir = Path(args.run_dir or Path.home() / ".cache" / "jaxqc" / "runs" / f"md17_nn_{args.molecule}_{args.split}")
@@ -88,6 +90,8 @@ def parse(argv):
     p.add_argument("--out", default=None, help="JSON path (default results/md17_nn_<molecule>.json)")
     p.add_argument("--resume", action="store_true",
                    help="jaxqc only: continue the run directory's checkpoint until --budget-min in all")
+    p.add_argument("--patience", type=int, help="plateau patience in epochs (default 15; schnetpack's rMD17 "
+                   "config uses 50, right for budgets of a thousand epochs or more)")
     p.add_argument("--run-dir", help="jaxqc's run directory (model.npz, metrics); default ~/.cache/jaxqc/runs/...")
     p.add_argument("--code", choices=["jaxqc", "schnetpack"], help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -114,6 +118,7 @@ def main(argv=None) -> dict:
     argv_w += ["--quick"] if args.quick else []
     argv_w += ["--run-dir", args.run_dir] if args.run_dir else []
     argv_w += ["--resume"] if args.resume else []
+    argv_w += ["--patience", str(args.patience)] if args.patience is not None else []
     t0 = time.perf_counter()
     runs = nn_compare.run_both(Path(__file__).resolve(), argv_w, out, codes)
     target = PUBLISHED[args.molecule]
@@ -122,7 +127,9 @@ def main(argv=None) -> dict:
             res["time_to_published_s"] = nn_compare.time_to(res["curve"], "valid_forces_mae", target)
             res["best_valid_forces_mae"] = min(r["valid_forces_mae"] for r in res["curve"])
     results = {"experiment": "md17_nn", "molecule": args.molecule, "split": args.split, "quick": args.quick,
-               "arch": QUICK["arch"] if args.quick else ARCH, "recipe": RECIPE, "budget_min": args.budget_min,
+               "arch": QUICK["arch"] if args.quick else ARCH,
+               "recipe": {**RECIPE, **({"plateau_patience": args.patience} if args.patience is not None else {})},
+               "budget_min": args.budget_min,
                "published_schnet_forces_mae": target, "resources": "each code on its own CPU core, one thread, "
                "both at the same time", "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0,
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
