@@ -229,11 +229,11 @@ def test_neighbour_sum_and_its_derivatives_equal_the_einsum(x64):
     np.testing.assert_allclose(g2(neighbour_sum), g2(ref), rtol=1e-11)
 
 
-def test_symmetric_pair_maps_and_their_derivatives(x64):
+def test_symmetric_pair_maps_and_convolution_with_derivatives(x64):
     """symmetric_to_dense places pair i < j at (i, j) and (j, i) with a zero diagonal; dense_to_symmetric is
     its transpose (<to_dense(w), G> = <w, to_pairs(G)>); first and second (reverse-mode) derivatives
     through them equal those of the same map written as a dense one-hot matrix."""
-    from jaxqc.nn.layers import dense_to_symmetric, symmetric_to_dense, upper_pairs
+    from jaxqc.nn.layers import dense_to_symmetric, symmetric_sum, symmetric_to_dense, upper_pairs
 
     r = np.random.default_rng(1)
     A, P = 6, 15
@@ -252,6 +252,15 @@ def test_symmetric_pair_maps_and_their_derivatives(x64):
     np.testing.assert_allclose(hv(symmetric_to_dense), hv(ref), rtol=1e-11)
     g2 = lambda fn: jax.grad(lambda G: jnp.sum(jnp.cos(fn(G))))(G)  # noqa: E731
     np.testing.assert_allclose(g2(dense_to_symmetric), g2(lambda G: jnp.einsum("ijp,bijf->bpf", S, G)), rtol=1e-12)
+    # the convolution on the pair list: value, first and second derivatives as the dense einsum's
+    h = jnp.asarray(r.standard_normal((2, A, 3)))
+    conv_ref = lambda w, h: jnp.einsum("ijp,bpf,bjf->bif", S, w, h)  # noqa: E731
+    np.testing.assert_allclose(symmetric_sum(w, h), conv_ref(w, h), rtol=1e-12)
+    loss = lambda fn: lambda w, h: jnp.sum(jnp.sin(fn(w, h)))  # noqa: E731
+    for a, b in zip(jax.grad(loss(symmetric_sum), (0, 1))(w, h), jax.grad(loss(conv_ref), (0, 1))(w, h)):
+        np.testing.assert_allclose(a, b, rtol=1e-11)
+    second = lambda fn: jax.grad(lambda w: jnp.sum(jax.grad(loss(fn), 1)(w, h) ** 2))(w)  # noqa: E731
+    np.testing.assert_allclose(second(symmetric_sum), second(conv_ref), rtol=1e-10)
 
 
 def test_schnet_equals_the_all_pairs_formula(ethanol, x64):

@@ -85,10 +85,10 @@ centre_sum.defvjp(lambda W, g: (_sum_i(W, g), (W, g)),
 
 # ---- symmetric pair filters on the pairs i < j -------------------------------------------------------
 # A filter that depends only on |r_ij| is symmetric, W_ij = W_ji: computing it on the P = A(A-1)/2 pairs
-# i < j instead of all A^2 halves the filter network's work (SchNet's dominant cost). The two linear maps
-# below move such a quantity between the pair list [B, P, F] and the dense form [B, A, A, F] (zero
-# diagonal) that neighbour_sum takes. Each is the other's transpose (custom VJPs), so forces and force
-# training (second derivatives) stay gathers: no scatter-adds, which are slow on XLA:CPU.
+# i < j instead of all A^2 halves the filter network's work (SchNet's dominant cost). symmetric_sum is
+# the convolution on that pair list; symmetric_to_dense / dense_to_symmetric move a pair quantity to and
+# from the dense [B, A, A, F] form (zero diagonal). All have custom VJPs built from one another, so forces
+# and force training (second derivatives) stay gathers: no scatter-adds, which are slow on XLA:CPU.
 def upper_pairs(n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
     """(i, j) index arrays [P] of the pairs i < j of n_atoms atoms, row-major."""
     return np.triu_indices(n_atoms, k=1)
@@ -109,16 +109,18 @@ def _pair_slot(n_atoms: int) -> np.ndarray:
     return slot.reshape(-1)
 
 
-# Both gathers index rows of the batch flattened with its pair (or atom-pair) axis, [B * P, F]: a gather
+# The gathers index rows of the batch flattened with its pair (or atom-pair) axis, [B * P, F]: a gather
 # along a middle axis makes XLA:CPU gather pair-major and then transpose the whole [B, A, A, F] array
 # (measured: a third of SchNet's energy time).
+def _pair_rows(Wp):
+    """[B * P + 1, F]: the pair values of every molecule, then a zero row (the diagonal's)."""
+    return jnp.concatenate([Wp.reshape(-1, Wp.shape[-1]), jnp.zeros((1, Wp.shape[-1]), Wp.dtype)])
+
+
 def _to_dense(Wp):
     B, P, F = Wp.shape
     A = _n_atoms_of(P)
-    rows = jnp.concatenate([Wp.reshape(B * P, F), jnp.zeros((1, F), Wp.dtype)])  # row B * P is zero
-    slot = _pair_slot(A)
-    idx = np.where(slot == P, B * P, np.arange(B)[:, None] * P + slot[None, :])  # [B, A * A]
-    return jnp.take(rows, idx.reshape(-1), axis=0).reshape(B, A, A, F)
+    return jnp.take(_pair_rows(Wp), _row_index(B, A).reshape(-1), axis=0).reshape(B, A, A, F)
 
 
 def _to_pairs(G):
@@ -144,6 +146,36 @@ def dense_to_symmetric(G):
 
 symmetric_to_dense.defvjp(lambda Wp: (_to_dense(Wp), None), lambda _, g: (dense_to_symmetric(g),))
 dense_to_symmetric.defvjp(lambda G: (_to_pairs(G), None), lambda _, g: (symmetric_to_dense(g),))
+
+
+def _row_index(B: int, A: int) -> np.ndarray:
+    """[B, A, A] row of pair {i, j} of molecule b in a [B * P + 1, F] pair array (B * P: the zero row)."""
+    P = A * (A - 1) // 2
+    slot = _pair_slot(A).reshape(A, A)
+    return np.where(slot == P, B * P, np.arange(B)[:, None, None] * P + slot[None])
+
+
+def _sym_sum(Wp, h):
+    B, A, F = h.shape
+    rows, idx = _pair_rows(Wp), _row_index(B, A)
+    acc = jnp.zeros_like(h)
+    for j in range(A):  # unrolled; each column of W is gathered straight into the sum
+        acc = acc + jnp.take(rows, idx[:, :, j].reshape(-1), axis=0).reshape(B, A, F) * h[:, None, j, :]
+    return acc
+
+
+@jax.custom_vjp
+def symmetric_sum(Wp, h):
+    """[B, A, F] sum_j W_ij h_j for the symmetric W given on the pairs i < j (Wp [B, P, F], h [B, A, F]);
+    the columns of W are gathered straight into the sum (no [B, A, A, F] array in the forward pass)."""
+    return _sym_sum(Wp, h)
+
+
+# derivatives: in h, symmetric_sum(Wp, g) (W is symmetric); in Wp, the outer product g_i h_j folded onto
+# the pairs by dense_to_symmetric (measured faster here than gathering g_i h_j + g_j h_i pair by pair)
+symmetric_sum.defvjp(lambda Wp, h: (_sym_sum(Wp, h), (Wp, h)),
+                     lambda res, g: (dense_to_symmetric(g[:, :, None, :] * res[1][:, None, :, :]),
+                                     symmetric_sum(res[0], g)))
 
 
 def upper_pair_geometry(R, mask, cutoff_ang: float | None):

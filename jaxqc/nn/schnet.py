@@ -18,7 +18,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import MLP, Dense, cosine_cutoff, gaussian_rbf, neighbour_sum, symmetric_to_dense, upper_pair_geometry
+from .layers import MLP, Dense, cosine_cutoff, gaussian_rbf, symmetric_sum, upper_pair_geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,6 @@ class SchNet(nn.Module):
         for t in range(c.interactions):
             W = MLP((c.features, c.features), name=f"filter_{t}")(rbf) * fcut  # [B, P, F]: W_ij = W_ji
             h = Dense(c.features, use_bias=False, name=f"in2f_{t}")(x)  # [B, A, F]
-            conv = neighbour_sum(symmetric_to_dense(W), h)  # sum_j W_ij * h_j  [B, A, F]
+            conv = symmetric_sum(W, h)  # sum_j W_ij * h_j  [B, A, F]
             x = x + MLP((c.features, c.features), name=f"f2out_{t}")(conv)
         return MLP((c.features // 2, 1), name="readout")(x)[..., 0]  # [B, A]
