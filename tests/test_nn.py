@@ -214,21 +214,6 @@ def test_qm9_nn_speed_experiment_quick(qm9_full_cache, monkeypatch, tmp_path):
     assert json.loads((tmp_path / "q_speed.json").read_text())["arch"]["features"] == 16
 
 
-def test_neighbour_sum_and_its_derivatives_equal_the_einsum(x64):
-    """The unrolled neighbour sum with custom VJPs: value, first and second derivatives as einsum's."""
-    from jaxqc.nn.layers import neighbour_sum
-
-    r = np.random.default_rng(0)
-    W, h = jnp.asarray(r.standard_normal((2, 5, 5, 3))), jnp.asarray(r.standard_normal((2, 5, 3)))
-    ref = lambda W, h: jnp.einsum("bijf,bjf->bif", W, h)  # noqa: E731
-    np.testing.assert_allclose(neighbour_sum(W, h), ref(W, h), rtol=1e-13)
-    f = lambda fn: lambda W, h: jnp.sum(jnp.sin(fn(W, h)))  # noqa: E731
-    for a, b in zip(jax.grad(f(neighbour_sum), (0, 1))(W, h), jax.grad(f(ref), (0, 1))(W, h)):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
-    g2 = lambda fn: jax.grad(lambda W: jnp.sum(jax.grad(f(fn), 1)(W, h) ** 2))(W)  # noqa: E731
-    np.testing.assert_allclose(g2(neighbour_sum), g2(ref), rtol=1e-11)
-
-
 def test_symmetric_pair_maps_and_convolution_with_derivatives(x64):
     """symmetric_to_dense places pair i < j at (i, j) and (j, i) with a zero diagonal; dense_to_symmetric is
     its transpose (<to_dense(w), G> = <w, to_pairs(G)>); first and second (reverse-mode) derivatives

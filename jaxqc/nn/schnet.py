@@ -8,7 +8,7 @@ The atom-wise readout (F -> F/2 -> 1) gives y_i; the energy is sum_i (scale y_i 
 Pairs are dense per molecule: molecules here have <= 29 atoms, so nearly every pair lies within the 5 Å
 cutoff anyway (89% on QM9), and dense sums are faster than scatters on CPU. The filters depend only on
 |r_ij|, so W_ij = W_ji: the filter network runs on the A(A-1)/2 pairs i < j only, half of its work
-(layers.symmetric_to_dense spreads them to [B, A, A, F]). Dense layers go through layers.Dense (same
+(layers.symmetric_sum convolves on that pair list). Dense layers go through layers.Dense (same
 parameters as flax's), whose weight gradient XLA:CPU computes without a slow transpose.
 """
 from __future__ import annotations
