@@ -7,9 +7,13 @@ The atom-wise readout (F -> F/2 -> 1) gives y_i; the energy is sum_i (scale y_i 
 (layers.atomwise_sum), or the mean for intensive targets. Forces are -jax.grad of the energy.
 Pairs are dense per molecule: molecules here have <= 29 atoms, so nearly every pair lies within the 5 Å
 cutoff anyway (89% on QM9), and dense sums are faster than scatters on CPU. The filters depend only on
-|r_ij|, so W_ij = W_ji: the filter network runs on the A(A-1)/2 pairs i < j only, half of its work
-(layers.symmetric_sum convolves on that pair list). Dense layers go through layers.Dense (same
-parameters as flax's), whose weight gradient XLA:CPU computes without a slow transpose.
+|r_ij|, so W_ij = W_ji: they are computed for the A(A-1)/2 pairs i < j only (layers.symmetric_sum
+convolves on that pair list). By default (filter_grid_ang = 0.005 Å) the filter network is evaluated on
+a grid of ~1000 distances with its exact slope and interpolated to every pair by cubic Hermite
+interpolation (layers.FilterNetwork): the same parameters and, to 3e-8 relative in energies and 3e-6 in
+forces (tests), the same function, at a fraction of the cost; small batches (fewer than two pairs per
+grid point, e.g. MD of one molecule) and filter_grid_ang = 0 evaluate it on every pair. Dense layers go through layers.Dense (same parameters as flax's), whose weight gradient XLA:CPU
+computes without a slow transpose.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import MLP, Dense, cosine_cutoff, gaussian_rbf, symmetric_sum, upper_pair_geometry
+from .layers import MLP, Dense, FilterNetwork, symmetric_sum, upper_pair_geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,8 @@ class SchNetConfig:
     n_rbf: int = 51            # Gaussians on [0, cutoff]: 0.1 Å spacing for 5 Å
     max_z: int = 100           # largest atomic number embedded
     readout: str = "sum"       # sum (extensive: energies) | mean (intensive: HOMO, LUMO, gap)
+    filter_grid_ang: float = 0.005  # filters tabulated on this grid and interpolated, for batches with at
+                                    # least 2 pairs per grid point (0: the filter network on every pair)
 
 
 class SchNet(nn.Module):
@@ -42,11 +48,10 @@ class SchNet(nn.Module):
     def __call__(self, Z, R, mask):
         c = self.config
         d, pair = upper_pair_geometry(R, mask, c.cutoff_ang)  # [B, P] Å, bool: the P pairs i < j
-        rbf = gaussian_rbf(d, 0.0, c.cutoff_ang, c.n_rbf)  # [B, P, n_rbf]
-        fcut = jnp.where(pair, cosine_cutoff(d, c.cutoff_ang), 0.0)[..., None]  # [B, P, 1]
         x = nn.Embed(c.max_z + 1, c.features, name="embedding")(Z)  # [B, A, F]
         for t in range(c.interactions):
-            W = MLP((c.features, c.features), name=f"filter_{t}")(rbf) * fcut  # [B, P, F]: W_ij = W_ji
+            filters = FilterNetwork(c.features, c.n_rbf, c.cutoff_ang, c.filter_grid_ang, name=f"filter_{t}")
+            W = filters(d, pair)  # [B, P, F], cut off: W_ij = W_ji
             h = Dense(c.features, use_bias=False, name=f"in2f_{t}")(x)  # [B, A, F]
             conv = symmetric_sum(W, h)  # sum_j W_ij * h_j  [B, A, F]
             x = x + MLP((c.features, c.features), name=f"f2out_{t}")(conv)
