@@ -12,6 +12,7 @@ with the same recipe and the same wall-clock budget, at the same time on one CPU
 against KRR + bag of bonds at the same N (3.23 kcal/mol at 10k, ANCHORS.md).
 
     python experiments/qm9_nn.py                  # speed, both codes, a few minutes
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python experiments/qm9_nn.py --out ...  # as the jaxqc command runs
     python experiments/qm9_nn.py --accuracy --n-train 10000 --budget-min 40
     python experiments/qm9_nn.py --quick --no-peer  # CI-sized (tests run this; add --accuracy for that part)
 Peer: pip install torch==2.13.0 (CPU) then schnetpack 2.1.1 --no-deps (see experiments/README.md).
@@ -247,7 +248,8 @@ def main(argv=None) -> dict:
     results = {"experiment": "qm9_nn", "quick": args.quick, "arch": arch, "batch": batch, "n_batches": n_batches,
                "date": time.strftime("%Y-%m-%d"),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                           "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}}
+                           "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}}
     print("jaxqc ...", flush=True)
     results["filter_grid_ang"] = nnmodel.config_for("schnet").filter_grid_ang  # the default: tabulated filters
     results["jaxqc"] = jaxqc_speed(data, idx, arch, batch, n_batches)
@@ -268,8 +270,35 @@ def main(argv=None) -> dict:
             print(code, json.dumps(results[f"speedup_{code}"]), flush=True)
     out = Path(args.out + "_speed").with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if plot_speed(results, out.with_suffix(".png")):
+        results["plot"] = str(out.with_suffix(".png"))
     out.write_text(json.dumps(results, indent=1, default=float))
     return results
+
+
+def plot_speed(results: dict, path: Path) -> bool:
+    """Grouped bars: molecules/s of each code for the four measurements."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    codes = [c for c in ("jaxqc", "jaxqc_exact_filters", "schnetpack") if c in results]
+    keys = [k for k in results["jaxqc"] if k.endswith("mol_per_s")]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.8 / len(codes)
+    for n, code in enumerate(codes):
+        ax.bar(np.arange(len(keys)) + n * width, [results[code][k] for k in keys], width, label=code)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k.replace("_mol_per_s", "").replace("_", " ") for k in keys])
+    tun = results["machine"].get("glibc_tunables") or "default malloc"
+    ax.set(ylabel="molecules / s", yscale="log",
+           title=f"SchNet, batch {results['batch']} QM9, {os.cpu_count()} CPU threads ({tun})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """The `jaxqc` command: data info / convert, one-line errors with exit code 2, download without network."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +96,25 @@ def test_download_records_first_hash_and_rechecks(tmp_path, monkeypatch):
     path.write_bytes(b"tampered")
     with pytest.raises(download.JaxqcError, match="differs from the expected"):
         download.download("local", dest=tmp_path / "dl")
+
+
+def test_huge_page_rerun_only_when_unset_and_on_linux():
+    """The jaxqc command re-runs itself once with glibc's huge-page tunable: not when GLIBC_TUNABLES is
+    set (the re-run sets it, so it cannot loop), not when JAXQC_HUGE_PAGES=0, not off Linux."""
+    from jaxqc.cli import HUGE_PAGES_TUNABLE, huge_page_command
+
+    argv, env = huge_page_command(["md", "run", "--steps", "5"], {"PATH": "/bin"}, "linux")
+    assert argv[1:] == ["-m", "jaxqc.cli", "md", "run", "--steps", "5"] and argv[0] == sys.executable
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}
+    assert huge_page_command(["md"], env, "linux") is None
+    assert huge_page_command(["md"], {"JAXQC_HUGE_PAGES": "0"}, "linux") is None
+    assert huge_page_command(["md"], {}, "darwin") is None
+
+
+def test_jaxqc_command_runs_through_the_rerun(tmp_path):
+    """`python -m jaxqc.cli` (the console script's path) re-runs and still gives the command's answer."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAXQC_HUGE_PAGES")}
+    bad = tmp_path / "missing.xyz"
+    r = subprocess.run([sys.executable, "-m", "jaxqc.cli", "data", "info", str(bad)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.xyz" in r.stderr, r.stderr
