@@ -228,11 +228,16 @@ def accuracy(args, peer: bool) -> dict:
 ENVS = {"default": {}, "huge_pages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
 
 
+def speed_sizes(quick: bool) -> tuple:
+    """(arch, batch, timed batches) of the speed measurement."""
+    return (QUICK["arch"], QUICK["batch"], QUICK["n_batches"]) if quick else (ARCH, BATCH, N_BATCHES)
+
+
 def speed_worker(args) -> dict:
     """One code's throughput in this process's environment."""
     data, split = load_data(args.quick)
     idx = np.random.default_rng(0).permutation(split["train"])[:20_000]  # a pool: batches are drawn from it
-    arch, batch, n_batches = (QUICK["arch"], QUICK["batch"], QUICK["n_batches"]) if args.quick else (ARCH, BATCH, N_BATCHES)
+    arch, batch, n_batches = speed_sizes(args.quick)
     if args.speed_worker == "jaxqc":
         return {"jaxqc": jaxqc_speed(data, idx, arch, batch, n_batches),
                 "jaxqc_exact_filters": jaxqc_speed(data, idx, dict(arch, filter_grid_ang=0.0), batch, n_batches)}
@@ -248,7 +253,7 @@ def speed(args, peer: bool) -> dict:
     import subprocess
     import tempfile
 
-    arch, batch, n_batches = (QUICK["arch"], QUICK["batch"], QUICK["n_batches"]) if args.quick else (ARCH, BATCH, N_BATCHES)
+    arch, batch, n_batches = speed_sizes(args.quick)
     results = {"experiment": "qm9_nn", "quick": args.quick, "arch": arch, "batch": batch, "n_batches": n_batches,
                "filter_grid_ang": nnmodel.config_for("schnet").filter_grid_ang,  # the default: tabulated filters
                "date": time.strftime("%Y-%m-%d"),

@@ -12,8 +12,9 @@ convolves on that pair list). By default (filter_grid_ang = 0.005 Å) the filter
 a grid of ~1000 distances with its exact slope and interpolated to every pair by cubic Hermite
 interpolation (layers.FilterNetwork): the same parameters and, to 3e-8 relative in energies and 3e-6 in
 forces (tests), the same function, at a fraction of the cost; small batches (fewer than two pairs per
-grid point, e.g. MD of one molecule) and filter_grid_ang = 0 evaluate it on every pair. Dense layers go through layers.Dense (same parameters as flax's), whose weight gradient XLA:CPU
-computes without a slow transpose.
+grid point, e.g. MD of one molecule) and filter_grid_ang = 0 evaluate it on every pair. Dense layers go
+through layers.Dense (same parameters as flax's), whose weight gradient XLA:CPU computes without a slow
+transpose.
 """
 from __future__ import annotations
 
