@@ -135,7 +135,7 @@ def test_cli_train_and_evaluate_cormorant(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "schnet", "--data", "ethanol-xtb", "--n-train", "12", "--l-max", "2",
                  "--out", str(tmp_path / "s")]) == 2
-    assert "--l-max is a cormorant option" in capsys.readouterr().err
+    assert "--l-max is not a schnet option" in capsys.readouterr().err
 
 
 def _experiment(name):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data import splits
 from ..data.molecules import Dataset
 from ..elements import qm9_atom_reference_kcal_mol
 from ..errors import DataError, JaxqcError
@@ -38,6 +39,7 @@ class KRRConfig:
     lambdas: tuple = (1e-10, 1e-8, 1e-6)
     select_on: str | None = None  # target whose validation MAE picks (sigma, lambda); default: the first
     block_mb: float = 64.0
+    bags: tuple | None = None     # bag-of-bonds layout ((z_a, z_b, size), ...); None: from the training data
 
 
 # ---- representations over a Dataset ------------------------------------------------------------
@@ -67,6 +69,9 @@ def target_matrix(data: Dataset, targets) -> np.ndarray:
     """[M, T] fit targets: atomization energies for U0/U/H/G, the raw property otherwise."""
     cols = []
     for t in targets:
+        if t == "energy" and data.E is not None:  # frames of one molecule: the energy itself
+            cols.append(np.asarray(data.E, np.float64))
+            continue
         if t not in data.props:
             raise DataError(f"target {t!r} not in the data set (available: {', '.join(sorted(data.props))})")
         y = np.asarray(data.props[t], np.float64)
@@ -181,24 +186,8 @@ def predict(X, X_train, alpha, mean, config: KRRConfig, sigma: float, progress: 
 # ---- the model: train on a Dataset, save, load, evaluate ------------------------------------------
 def default_split(data: Dataset, n_train: int, n_valid: int | None = None, seed: int = 0) -> dict:
     """QM9: the fixed protocol (10k test, 2k validation, nested training prefixes). Other data: a
-    seeded random split with 10% test and (by default) 10% validation."""
-    from ..data.molecules import random_split
-    from ..data.qm9 import N_QM9, qm9_protocol_split
-
-    if data.meta.get("name") == "qm9" and len(data) == N_QM9:
-        split = qm9_protocol_split(len(data), seed=seed)
-        split["protocol"] = f"qm9 fixed split (seed {seed}: 10,000 test, 2,000 validation)"
-        if n_valid is not None:
-            split["valid"] = split["valid"][:n_valid]
-    else:
-        n_test = max(1, len(data) // 10)
-        nv = n_valid if n_valid is not None else max(1, len(data) // 10)
-        split = random_split(len(data), {"test": n_test, "valid": nv, "train": None}, seed=seed)
-        split["protocol"] = f"random split (seed {seed})"
-    if n_train > len(split["train"]):
-        raise DataError(f"--n-train {n_train} is more than the {len(split['train'])} training molecules available")
-    split["train"] = split["train"][:n_train]
-    return split
+    seeded random split with 10% test and (by default) 10% validation. See `splits.for_krr`."""
+    return splits.for_krr(data, n_train, n_valid, seed)
 
 
 def train_krr(data: Dataset, config: KRRConfig, n_train: int, n_valid: int | None = None, seed: int = 0,

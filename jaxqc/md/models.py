@@ -1,14 +1,13 @@
-"""Load any saved jaxqc force field as `energy(params, molecules)`: the one place that maps a model file
-(or a network run directory) to its energy function, for the CLI (md, evaluate), the ASE calculator and
-the experiments.
+"""Load any saved jaxqc force field as `energy(params, molecules)`, for the CLI (md, evaluate), the ASE
+calculator and the experiments: through the model registry (jaxqc.models), so every registered family
+whose fitted model is a potential energy surface runs here, with no family named in this file.
 
-Force fields: gdml / sgdml model files (one molecule, fixed atom order) and schnet / dtnn networks trained
-on energies (any molecule made of the elements they were trained on). KRR models and networks trained on
-a QM9 property predict properties, not a potential energy surface, and are refused with a clear error.
+Models of one molecule in a fixed atom order (spec.atom_order, e.g. sGDML) check the order of a start
+geometry; the others check that its elements are ones the model embeds and was trained on. Property
+models (KRR, networks trained on a QM9 property) are refused with a clear error.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import jax
@@ -17,20 +16,14 @@ import numpy as np
 
 from ..elements import SYMBOLS
 from ..errors import DataError, ElementError, JaxqcError
-from ..nn import NETWORK_KINDS
-
-FORCE_FIELDS = ("gdml", "sgdml", *NETWORK_KINDS)
-SINGLE_CHUNK = 16_384  # gdml/sgdml centres evaluated in one step of the prediction scan
 
 
 def model_kind(path) -> str:
     """The kind recorded in a model file or a run directory's model.npz ('sgdml', 'schnet', 'krr', ...)."""
+    from ..models.saved import model_file
     from ..potential import load_model
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.npz"
-    return load_model(path)[0]
+    return load_model(model_file(path))[0]
 
 
 def formula(Z) -> str:
@@ -40,53 +33,40 @@ def formula(Z) -> str:
     return "".join(f"{SYMBOLS[z]}{n if n > 1 else ''}" for z, n in counts.items())
 
 
+def force_fields() -> list[str]:
+    """Names of the registered families whose models can be potential energy surfaces."""
+    from .. import models
+
+    return [n for n in models.names() if "forces" in models.get(n).outputs]
+
+
 def load_potential(path):
     """(energy, params, info) of a saved force field.
 
     energy(params, molecules) -> [batch] kcal/mol; params a pytree of arrays (numpy; cast with
-    `cast_params`); info a dict: kind, path, z (gdml/sgdml: the model's atomic numbers in order, else
-    None), elements (sorted atomic numbers the model may see, or None when the file does not record them),
-    max_z, description, provenance.
+    `cast_params`); info a dict: kind, path, z (the model's atomic numbers in order for models of one
+    molecule, else None), elements (sorted atomic numbers the model may see, or None when the file does
+    not record them), max_z, description, provenance, float64 (the family evaluates in float64).
     """
+    from .. import models
+
     path = Path(path)
     if not path.exists():
         raise JaxqcError(f"{path}: no such model file or run directory")
-    kind = model_kind(path)
-    if kind in ("gdml", "sgdml"):
-        from ..kernels import gdml
-
-        model = gdml.load_gdml(path)
-        z = np.asarray(model["z"], np.int32)
-        info = {"z": z, "elements": sorted(set(z.tolist())), "max_z": int(z.max()),
-                "description": f"{kind} {formula(z)}, {len(model['R_train'])} training frames, "
-                               f"{len(model['perms'])} permutation(s), sigma {model['sigma']:g}",
-                "provenance": model["provenance"]}
-        # one molecule at a time: all centres in one chunk (2.5-4x faster per MD step than 1024-centre chunks)
-        config = dataclasses.replace(model["config"], centre_chunk=max(model["config"].centre_chunk, SINGLE_CHUNK))
-        energy, params = gdml.energy, gdml.model_params({**model, "config": config})
-    elif kind in NETWORK_KINDS:
-        from ..nn import model as nnmodel
-        from ..train.run import load_network
-
-        kind, config, energy, params, header = load_network(path)
-        target = header["config"].get("target", "energy")
-        if target != "energy":
-            raise JaxqcError(f"{path}: a {kind} model of the property {target!r}, not a potential energy: "
-                             f"molecular dynamics needs a force field trained on energies (and forces)")
-        elements = training_elements(header["provenance"])
-        params = jax.tree_util.tree_map(np.asarray, params)
-        info = {"z": None, "elements": None if elements is None else sorted(int(e) for e in elements),
-                "max_z": int(config.max_z),
-                "description": nnmodel.describe(kind, config),
-                "provenance": header["provenance"]}
-    elif kind == "krr":
-        raise JaxqcError(f"{path}: a KRR property model (no energy surface, no forces); molecular dynamics "
-                         f"needs a force field: one of {', '.join(FORCE_FIELDS)}")
-    else:
-        raise JaxqcError(f"{path}: a {kind!r} model is not a force field jaxqc can run; expected one of "
-                         f"{', '.join(FORCE_FIELDS)}")
-    info.update(kind=kind, path=str(path))
-    return energy, params, info
+    model = models.load(path)
+    if not model.is_force_field:
+        what = (f"a model of the property {model.target!r}" if model.target != "energy"
+                else "a model without a force output")
+        raise JaxqcError(f"{path}: a {model.kind} {what}, not a potential energy: molecular dynamics needs a force "
+                         f"field trained on energies (and forces): one of {', '.join(force_fields())}")
+    params = jax.tree_util.tree_map(np.asarray, model.prepared_params())
+    z = model.spec.atom_order(model.config, model.params)
+    elements = sorted(set(int(a) for a in z)) if z is not None else training_elements(model.provenance)
+    max_z = int(getattr(model.config, "max_z", 0) or (max(elements) if elements else 118))
+    info = {"z": z, "elements": None if elements is None else sorted(int(e) for e in elements), "max_z": max_z,
+            "description": model.describe() if z is None else f"{model.describe()}, {formula(z)}",
+            "provenance": model.provenance, "kind": model.kind, "path": str(path), "float64": model.spec.float64}
+    return model.energy_fn, params, info
 
 
 def training_elements(provenance: dict):
@@ -107,11 +87,9 @@ def training_elements(provenance: dict):
 
 def cast_params(params, dtype):
     """params with every floating-point leaf as a jnp array of `dtype` (integer leaves unchanged)."""
-    def cast(a):
-        a = jnp.asarray(a)
-        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    from ..models.predict import cast_params as cast
 
-    return jax.tree_util.tree_map(cast, params)
+    return cast(params, dtype)
 
 
 def check_geometry(info: dict, Z, where: str = "start geometry") -> None:

@@ -1,0 +1,322 @@
+"""What the `jaxqc` subcommands do, for any registered model (cli.py parses and calls these).
+
+train:    spec.from_flags (+ --config FILE.py, --set key=value) -> config and budget; the family's split;
+          spec.fit; the model saved with its split indices and resolved config.
+evaluate: models.load; the split saved with the model (or all of --data); the one prediction path.
+md:       md.models.load_potential; md.run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, JaxqcError
+
+
+# ---- train ------------------------------------------------------------------------------------------
+def resolve_train(args, data):
+    """(spec, config, budget, target) from the flags, the config file and --set."""
+    from . import models
+    from .models.registry import Budget
+
+    spec = models.get(args.method)
+    flags = vars(args)
+    overrides, budget = spec.from_flags(flags, data) if spec.from_flags else ({}, Budget())
+    if getattr(args, "config", None) or getattr(args, "set", None):
+        from .configfile import apply_sets, load_config_file
+
+        extra = load_config_file(args.config) if args.config else {}
+        extra = apply_sets(extra, args.set or [])
+        budget = _budget_from(extra.pop("budget", {}), budget)
+        overrides.update(extra.pop("model", {}))
+        overrides.update(extra)
+    config = spec.make_config(**overrides)
+    target = (args.target or ["U0" if "U0" in data.props else "energy"])[0]
+    return spec, config, budget, target
+
+
+def _budget_from(d: dict, budget):
+    if not d:
+        return budget
+    opts = {**budget.options, **d.pop("options", {})}
+    for k in ("train", "model"):
+        if k in d:
+            opts[k] = {**opts.get(k, {}), **d.pop(k)}
+    try:
+        return dataclasses.replace(budget, options=opts, **d)
+    except TypeError as err:
+        raise JaxqcError(f"budget settings {d}: {err}") from None
+
+
+def train_split(spec, data, args) -> dict:
+    if args.n_train is None or args.n_train < 1:
+        raise JaxqcError(f"--n-train must be >= 1, got {args.n_train}")
+    if spec.split is not None:
+        return spec.split(data, args.n_train, args.n_valid, args.seed)
+    from .train.run import make_split
+
+    return make_split(data, args.n_train, args.n_valid, args.seed)
+
+
+def cmd_train(args) -> int:
+    import jax
+
+    from . import models
+    from .data import io
+
+    if args.coordinator or args.num_processes:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    data = io.read(args.data)
+    spec, config, budget, target = resolve_train(args, data)
+    split = train_split(spec, data, args)
+    out = Path(args.out)
+    file_out = out.suffix == ".npz"
+    t0 = time.perf_counter()
+    fitted = spec.fit(config, data, split, jax.random.PRNGKey(args.seed), budget, out=None if file_out else out,
+                      resume=args.resume, progress=True, n_devices=args.devices, target=target, seed=args.seed)
+    config = fitted.config if fitted.config is not None else config
+    path = out if file_out else out / "model.npz"
+    if file_out or not path.exists():  # closed-form fits: the CLI saves; the optax loop saved its best model
+        prov = {"dataset_md5": data.md5, "dataset_name": data.meta.get("name"),
+                "protocol": split.get("protocol", ""), "seed": args.seed, "target": target,
+                "elements": sorted(int(z) for z in np.unique(data.Z[np.asarray(split["train"])]) if z > 0),
+                **{f"{k}_idx": np.asarray(split[k]) for k in ("train", "valid", "test") if k in split}}
+        units = {"R": "Å", "E": "kcal/mol", "F": "kcal/mol/Å",
+                 **{t: data.units.get(t, "kcal/mol") for t in getattr(config, "targets", (target,))}}
+        models.save(path, spec, config, fitted.params, prov, units, fitted.info, target)
+    write_resolved_config(path, spec, config, budget, target)
+    what = "frames" if target == "energy" else "molecules"
+    print(f"trained {spec.name} on {len(split['train'])} {what} {summarize(fitted.info, time.perf_counter() - t0)}")
+    print(f"wrote {path if file_out else out / 'model.npz'}")
+    return 0
+
+
+def write_resolved_config(model_path: Path, spec, config, budget, target) -> None:
+    """The resolved config beside the model (MODEL.config.json, or config.json's "resolved" in a run dir)."""
+    from .files import atomic_write_text
+
+    resolved = {"model": spec.name, "target": target, "config": spec.config_json(config),
+                "budget": {"epochs": budget.epochs, "max_minutes": budget.max_minutes, "options": budget.options}}
+    name = model_path.with_suffix(".config.json") if model_path.name != "model.npz" else \
+        model_path.parent / "resolved_config.json"
+    atomic_write_text(name, json.dumps(resolved, indent=1, default=str) + "\n")
+
+
+def summarize(info: dict, seconds: float) -> str:
+    """One line from a fit's info: epochs and the best validation MAE, or the chosen hyperparameters."""
+    if "epochs" in info:
+        return (f"({info['epochs']} epochs, {info['steps']} steps, {info['time_s']:.0f} s, stopped: "
+                f"{info['stop_reason']}); best validation MAE {info['best_valid']:.4g} at epoch {info['best_epoch']}")
+    parts = [f"{k}={info[k]:g}" for k in ("sigma", "lambda") if k in info]
+    if "n_perms" in info:
+        parts.append(f"{info['n_perms']} permutation(s), {info.get('solver_used', 'dense')} solver")
+    v = info.get("validation") or {}
+    if "forces_mae" in v:
+        parts.append(f"validation force MAE {v['forces_mae']:.4g} kcal/mol/Å"
+                     + (f", energy MAE {v['energy_mae']:.4g} kcal/mol" if "energy_mae" in v else ""))
+    for t, m in (info.get("validation_mae") or {}).items():
+        parts.append(f"validation MAE {t} {m:.4g}")
+    return f"in {seconds:.1f} s: " + "; ".join(parts)
+
+
+# ---- evaluate ---------------------------------------------------------------------------------------
+def evaluation_rows(model, data, split: str, source: str):
+    """(indices into data, description) of the molecules to evaluate."""
+    prov = model.provenance
+    same = prov.get("dataset_md5") in (data.md5, data.meta.get("md5"))
+    if split == "all":
+        return np.arange(len(data)), "all of --data"
+    if split in ("train", "valid"):
+        if not same:
+            raise JaxqcError(f"{source} is not the data set the model was trained on (md5 {data.md5} vs "
+                             f"{prov.get('dataset_md5')}); use --split test or all")
+        return np.asarray(prov[f"{split}_idx"]), f"the model's {split} split"
+    if not same:
+        return np.arange(len(data)), "all of --data (not the training data set)"
+    if len(np.asarray(prov.get("test_idx", []))):
+        return np.asarray(prov["test_idx"]), "the model's test split"
+    used = np.concatenate([np.asarray(prov.get("train_idx", [])), np.asarray(prov.get("valid_idx", []))])
+    return (np.setdiff1d(np.arange(len(data)), used),
+            "all frames of --data except the model's training and validation frames (same data set)")
+
+
+def cmd_evaluate(args) -> int:
+    from . import models
+    from .data import io
+    from .md.models import check_geometry, load_potential  # noqa: F401 (check_geometry: element checks)
+    from .metrics import mae_rmse
+
+    model = models.load(args.model)
+    data = io.read(args.data)
+    idx, frames = evaluation_rows(model, data, args.split, args.data)
+    if len(idx) == 0:
+        raise JaxqcError(f"{args.data}: no molecules in {frames}")
+    check_model_input(model, data.subset(idx), args.data)
+    forces = model.is_force_field and data.F is not None
+    E, F = model.predictor(forces)(data, idx)
+    result = {}
+    if model.target == "energy":
+        if data.E is not None:
+            result["energy"] = {**mae_rmse(E, data.E[idx]), "unit": "kcal/mol"}
+        if forces:
+            mask = data.Z[idx] > 0
+            result["forces"] = {**mae_rmse(F[mask], data.F[idx][mask]), "unit": "kcal/mol/Å"}
+        if not result:
+            raise DataError(f"{args.data}: no energies or forces to evaluate against")
+    else:
+        E = E.reshape(len(idx), -1)
+        units = model.header.get("units", {})
+        for k, t in enumerate(model.targets):
+            if t not in data.props:
+                raise DataError(f"{args.data}: no {t!r} values to evaluate against (it has "
+                                f"{', '.join(sorted(data.props)) or 'no properties'})")
+            result[t] = {**mae_rmse(E[:, k], data.props[t][idx]), "unit": units.get(t, units.get("target", ""))}
+    result.update(n=int(len(idx)), frames=frames)
+    print_result(result, f"{len(idx)} molecules ({frames})", args.json)
+    return 0
+
+
+def check_model_input(model, data, source: str) -> None:
+    """A one-line DataError unless the model can evaluate these molecules (atom order, elements)."""
+    z = model.spec.atom_order(model.config, model.params)
+    if z is not None:
+        from .kernels.gdml import check_molecule
+
+        check_molecule(data, z, where=source)
+        return
+    max_z = getattr(model.config, "max_z", None)
+    if max_z is not None and int(data.Z.max()) > max_z:
+        raise DataError(f"{source}: atomic number {int(data.Z.max())} above the model's largest ({max_z})")
+
+
+def print_result(result: dict, header: str, as_json: bool) -> None:
+    """The evaluate output: one JSON object, or a header and a line per quantity with MAE and RMSE."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(header)
+    for k, m in result.items():
+        if isinstance(m, dict):
+            print(f"  {k:7s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+
+
+# ---- md ---------------------------------------------------------------------------------------------
+def cmd_md(args) -> int:
+    from .data import io
+    from .md import models as mdm
+    from .md.run import MDConfig, run_md, write_outputs
+
+    cfg = MDConfig(steps=args.steps, dt_fs=args.dt_fs, temperature_k=args.temperature_k, ensemble=args.ensemble,
+                   friction_per_fs=args.friction_per_fs, seed=args.seed, write_every=args.write_every,
+                   float64=not args.float32).check()
+    if not str(args.out).lower().endswith((".extxyz", ".xyz")):
+        raise JaxqcError(f"--out {args.out}: the trajectory is extended XYZ; name it *.extxyz")
+    energy, params, info = mdm.load_potential(args.model)
+    start = io.read(args.start)
+    if not -len(start) <= args.frame < len(start):
+        raise JaxqcError(f"--frame {args.frame}: {args.start} has {len(start)} frame(s)")
+    k = args.frame % len(start)
+    n = int(start.n_atoms[k])
+    Z, R = start.Z[k, :n], start.R[k, :n]
+    where = f"{args.start} frame {k}"
+    mdm.check_geometry(info, Z, where=where)
+    if info["z"] is None and info["elements"] is None and not args.quiet:
+        print(f"jaxqc: note: {args.model} does not record the elements it was trained on; only checked that "
+              f"they are embedded (Z <= {info['max_z']})", file=sys.stderr)
+    if not args.quiet:
+        print(f"md: {info['description']}; {mdm.formula(Z)} from {where}; {cfg.ensemble.upper()} {cfg.steps} steps "
+              f"of {cfg.dt_fs:g} fs at {cfg.temperature_k:g} K, {'float64' if cfg.float64 else 'float32'}",
+              file=sys.stderr, flush=True)
+    result = run_md(energy, params, Z, R, cfg, progress=not args.quiet)
+    paths = write_outputs(result, args.out, info, where)
+    if result.stopped:
+        raise JaxqcError(f"{result.stopped}; wrote {len(result.step)} frames to {args.out}")
+    log = result.log
+    print(f"{cfg.ensemble.upper()} {result.steps_done} steps ({result.steps_done * cfg.dt_fs / 1000:g} ps) in "
+          f"{result.run_s:.1f} s ({result.steps_per_s:.0f} steps/s, compile {result.compile_s:.1f} s): "
+          f"mean T {log['temperature_K'][1:].mean():.0f} K, total energy {log['total_kcal_mol'][0]:.4f} -> "
+          f"{log['total_kcal_mol'][-1]:.4f} kcal/mol")
+    print(f"wrote {paths['trajectory']} ({len(result.step)} frames), {paths['log']}, {paths['summary']}"
+          + (f", {paths['plot']}" if paths["plot"] else " (no plot: matplotlib not installed)"))
+    return 0
+
+
+# ---- data -------------------------------------------------------------------------------------------
+def _read(args):
+    from .data import io
+
+    return io.read(args.source, energy_unit=args.energy_unit, force_unit=args.force_unit,
+                   length_unit=args.length_unit)
+
+
+def cmd_data_info(args) -> int:
+    summary = _read(args).summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    n = summary["n_atoms"]
+    print(f"{summary['name']}: {summary['n_molecules']} molecules, {n['min']}-{n['max']} atoms, "
+          f"elements {' '.join(summary['elements'])}")
+    print("  labels: " + ", ".join(f"{k} [{u}]" for k, u in summary["labels"].items()))
+    stats = summary["statistics"]
+    if "E" in stats:
+        e = stats["E"]
+        print(f"  energy: mean {e['mean']:.2f}, std {e['std']:.2f}, range {e['min']:.2f} .. {e['max']:.2f} kcal/mol")
+    if "F" in stats:
+        print(f"  forces: rms {stats['F']['rms']:.2f}, max |F| {stats['F']['max_abs']:.2f} kcal/mol/Å")
+    for key in ("theory", "temperature_k", "dt_fs", "seed", "engine", "command", "md5", "source"):
+        if summary.get(key) is not None:
+            print(f"  {key}: {summary[key]}")
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    from .data import io
+
+    data = _read(args)
+    io.write(data, args.out)
+    print(f"wrote {len(data)} molecules to {args.out}")
+    return 0
+
+
+def cmd_data_generate(args) -> int:
+    from .data import generate, io
+
+    command = "jaxqc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["data"] else None
+    t0 = time.perf_counter()
+    data = generate.generate_md_dataset(
+        args.start, n_frames=args.n_frames, interval=args.interval, equilibration_steps=args.equilibration_steps,
+        temperature_k=args.temperature_k, dt_fs=args.dt_fs, friction_per_fs=args.friction_per_fs,
+        seed=args.seed, method=args.method, charge=args.charge, progress=True)
+    if args.relabel_dft:
+        data = generate.relabel_pyscf(data, args.relabel_dft, progress=True)
+    if command:
+        data.meta["command"] = command
+    data.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
+    io.write_npz(data, args.out)
+    print(f"wrote {len(data)} frames to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from .data import download
+
+    if args.list or not args.name:
+        for name, entry in download.SOURCES.items():
+            print(f"{name:24s} {entry['description']}")
+        return 0
+    path = download.download(args.name, dest=args.dest, sha256=args.sha256)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import main as compare_main
+
+    return compare_main(args)
