@@ -7,7 +7,7 @@ Tasks (both networks get the same frames, the same label normalisation and the s
         experiments/qm9_nn.py --accuracy (lr 5e-4, batch 32, plateau patience 5).
 SchNet is the one of those experiments (md17: 128 features, 6 interactions; qm9: 64 features, 3
 interactions); Cormorant is jaxqc.nn.cormorant's frozen config (4 CG levels, 10 channels, l_max 2).
-The two run at the same time, each pinned to its own CPU core with one thread (experiments/nn_compare.py),
+The two run at the same time, each pinned to its own CPU core with one thread (jaxqc/benchmark/nn_peer.py),
 for the same budget (compilation included). Reported per network: validation MAE against time, test MAE of
 the best-on-validation model, epochs and optimiser steps per second, peak resident memory (VmHWM) of its
 process; JSON + a plot per task.
@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import md17_nn  # noqa: E402
-import nn_compare  # noqa: E402
+from jaxqc.benchmark import nn_peer as nn_compare  # noqa: E402
 import qm9_nn  # noqa: E402
 
 # ---- configuration (edit here) --------------------------------------------------------------

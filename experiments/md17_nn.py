@@ -4,7 +4,7 @@ Protocol (rMD17, Christensen & von Lilienfeld 2020): train on the 1000 frames of
 rmd17_<molecule>_train_<k>.npz (950 training + 50 validation, seeded), report the MAE on the 1000 frames of
 rmd17_<molecule>_test_<k>.npz. Energy + force loss (weights 0.01 / 0.99 as schnetpack's rMD17 config), Adam,
 plateau decay, the model kept is the best on validation forces. Both codes train at the same time, each on
-its own CPU core with one thread, for the same budget (experiments/nn_compare.py); the JSON has each code's
+its own CPU core with one thread, for the same budget (jaxqc/benchmark/nn_peer.py); the JSON has each code's
 validation curve against time (time to accuracy), its test MAE, and the published SchNet figure.
 
     python experiments/md17_nn.py --molecule ethanol --budget-min 40     # both codes, 40 min wall
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import nn_compare  # noqa: E402
+from jaxqc.benchmark import nn_peer as nn_compare  # noqa: E402
 
 # ---- configuration (edit here) --------------------------------------------------------------
 # SchNet as in schnetpack's rMD17 experiment config (n_atom_basis 128, 6 interactions, 5 Å cosine

@@ -11,7 +11,7 @@ kept. jaxqc is timed with its default tabulated filters and with the filter netw
 
 Accuracy (`--accuracy`): U0 on the fixed QM9 protocol (10k test, 2k validation, train[:N]), both codes
 with the same recipe and the same wall-clock budget, at the same time on one CPU core each
-(experiments/nn_compare.py): validation MAE against time, test MAE of the best-on-validation model,
+(jaxqc/benchmark/nn_peer.py): validation MAE against time, test MAE of the best-on-validation model,
 against KRR + bag of bonds at the same N (3.23 kcal/mol at 10k, ANCHORS.md).
 
     python experiments/qm9_nn.py                  # speed, both codes, a few minutes
@@ -39,8 +39,7 @@ from jaxqc.nn import model as nnmodel
 from jaxqc.potential import energy_and_forces_fn
 from jaxqc.train import loop
 
-sys.path.insert(0, str(Path(__file__).parent))
-import nn_compare  # noqa: E402
+from jaxqc.benchmark import nn_peer as nn_compare  # noqa: E402
 
 # ---- configuration (edit here) --------------------------------------------------------------
 ARCH = dict(features=128, interactions=6, cutoff_ang=5.0, n_rbf=20)

@@ -2,14 +2,12 @@
 
 Every reader converts to Å / kcal/mol / kcal/mol/Å once, validates the arrays (shapes, elements,
 finite coordinates, no overlapping atoms) and returns a `Dataset`. Every writer is atomic and records
-its units.
+its units. `read` takes a path or a name registered in `registry`. The atomic-write and digest helpers
+live in `jaxqc.files` and are re-exported here.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,49 +16,9 @@ import numpy as np
 from .. import units as U
 from ..elements import atomic_number
 from ..errors import DataError, FormatError, JaxqcError
+from ..files import atomic_path, atomic_savez, atomic_write_text, file_digest  # noqa: F401 - re-exported
+from . import qm9, registry
 from .molecules import Dataset
-
-
-# ---- atomic writes ----------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def file_digest(path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (hashlib algorithm name), read in 4 MB blocks."""
-    import hashlib
-
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_savez(path, compress: bool = False, **arrays) -> None:
-    """np.savez to `path` atomically (the exact name is kept: no '.npz' is appended)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **arrays)
-
-
-def atomic_write_text(path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 # ---- npz: sGDML and rMD17 ---------------------------------------------------------------------
@@ -291,20 +249,16 @@ def write_extxyz(data: Dataset, path) -> None:
 def read(source, energy_unit: str | None = None, force_unit: str | None = None,
          length_unit: str | None = None) -> Dataset:
     """Read a data set from a registered name (`qm9`, `ethanol-xtb`) or a path, by its format."""
-    from . import registry
-
     if registry.is_registered(str(source)):
         return registry.load(str(source))
     path = Path(source)
     _check_exists(path)
     name = path.name.lower()
     if path.is_dir() or name.endswith((".tar.bz2", ".tar", ".tar.gz", ".tbz2")):
-        from . import qm9
         return qm9.read_qm9_xyz(path)
     if name.endswith(".npz"):
         return read_npz(path, energy_unit, force_unit, length_unit)
     if name.endswith((".xyz", ".extxyz")):
-        from . import qm9
         if qm9.looks_like_qm9_xyz(path):
             return qm9.read_qm9_xyz(path)
         return read_extxyz(path, energy_unit or "eV", force_unit, length_unit or "Å")

@@ -17,7 +17,7 @@ Note: the published tarball holds 133,885 molecules; qm9pack (and `load_qm9`) ha
 remain after removing the 3,054 molecules that failed QM9's geometry consistency check.
 `read_qm9_xyz` reads whatever files it is given and removes nothing.
 
-The fixed benchmark split is `qm9_protocol_split`.
+The fixed benchmark split is `splits.qm9_protocol` (also importable here as `qm9_protocol_split`).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import time
 import warnings
 import zipfile
 from collections import OrderedDict
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ import numpy as np
 from .. import units as U
 from ..elements import atomic_number, qm9_atom_reference_kcal_mol
 from ..errors import DataError, ElementError, FormatError, JaxqcError, where
-from .io import file_digest
+from ..files import atomic_savez, cache_dir, file_digest
 from .molecules import Dataset, validate_arrays
+from .splits import N_QM9, qm9_protocol  # noqa: F401 - N_QM9 re-exported: callers import it from here
 
 NAME = "qm9"
 THEORY = "B3LYP/6-31G(2df,p)"
@@ -66,7 +68,6 @@ _CSV_FILES = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 
 CACHE_FORMAT_VERSION = 1
 CACHE_NAME = f"qm9_v{CACHE_FORMAT_VERSION}.npz"
-N_QM9 = 130_831
 INSTALL_HINT = "pip install 'jaxqc[qm9]'"
 
 
@@ -289,8 +290,7 @@ def qm9pack_data_dir() -> Path:
 
 def _qm9pack_version() -> str:
     try:
-        from importlib.metadata import version
-        return version("qm9pack")
+        return package_version("qm9pack")
     except Exception:  # noqa: BLE001 - metadata is informative only
         return "unknown"
 
@@ -405,8 +405,6 @@ def convert_qm9pack(out_path, progress: bool = False, data_dir=None) -> Path:
     `load_qm9` only repeats the cheap checks. `data_dir` overrides qm9pack's data folder (it must hold
     qm9_part1.csv, qm9_part2.csv, qm9_part3.csv).
     """
-    from .io import atomic_savez
-
     t0 = time.perf_counter()
     data_dir = qm9pack_data_dir() if data_dir is None else Path(data_dir)
     parts, sources = [], {}
@@ -492,7 +490,7 @@ def _read_cache(path: Path) -> Dataset:
 
 
 def default_cache_path() -> Path:
-    from .registry import cache_dir
+    """$JAXQC_CACHE/qm9_v1.npz (see `CACHE_NAME`)."""
     return cache_dir() / CACHE_NAME
 
 
@@ -515,19 +513,5 @@ def load_qm9(cache=None, progress: bool = False) -> Dataset:
 
 
 # ---- the fixed benchmark split -------------------------------------------------------------------
-def qm9_protocol_split(n: int = N_QM9, seed: int = 0, n_test: int = 10_000, n_valid: int = 2_000) -> dict:
-    """jaxqc's fixed QM9 split: {"test", "valid", "train"} -> row indices into `load_qm9()` (gdb-id order).
-
-    perm = np.random.default_rng(seed).permutation(n); test = perm[:n_test],
-    valid = perm[n_test:n_test + n_valid], train = perm[n_test + n_valid:]. All three stay in
-    permutation order (not sorted), so `train[:N]` is a random subset of size N and the subsets for
-    growing N are nested: learning curves train on train[:100], train[:1000], ... with the same test
-    set. The permutation comes from PCG64 (numpy's default_rng), whose stream numpy keeps stable; the
-    tests pin its first entries.
-    """
-    n, n_test, n_valid = int(n), int(n_test), int(n_valid)
-    if min(n_test, n_valid) < 0 or n_test + n_valid > n:
-        raise DataError(f"QM9 split: {n_test} test + {n_valid} validation molecules need more than the {n} "
-                        f"available")
-    perm = np.random.default_rng(seed).permutation(n)
-    return {"test": perm[:n_test], "valid": perm[n_test:n_test + n_valid], "train": perm[n_test + n_valid:]}
+# The policy lives in splits.py (the one place that decides splits); this is its historical name.
+qm9_protocol_split = qm9_protocol

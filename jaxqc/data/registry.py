@@ -1,35 +1,42 @@
-"""Registered data set names. `qm9`: full QM9 from the qm9pack package (cached after the first
-conversion); `ethanol-xtb`: the GFN2-xTB ethanol MD data set that ships inside jaxqc."""
+"""Registered data set names: the one map from a name to its loader.
+
+`qm9`: full QM9 from the qm9pack package (cached after the first conversion); `ethanol-xtb`: the
+GFN2-xTB ethanol MD data set that ships inside jaxqc.
+
+Loaders are named as "module:function" and imported when a name is loaded, so this module imports
+no reader: `io.read` can look names up here without an import cycle.
+"""
 from __future__ import annotations
 
-import os
+import importlib
 from pathlib import Path
 
+from ..files import cache_dir, shared_data_dir  # noqa: F401 - re-exported: callers import them from here
+
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
-NAMES = ("qm9", "ethanol-xtb")
+
+# name -> ("module:function", positional arguments)
+LOADERS = {
+    "qm9": ("jaxqc.data.qm9:load_qm9", ()),
+    "ethanol-xtb": ("jaxqc.data.io:read_npz", (EMBEDDED_DIR / "ethanol_xtb.npz",)),
+}
+NAMES = tuple(LOADERS)
 
 
 def is_registered(name: str) -> bool:
-    return name in NAMES
+    return name in LOADERS
 
 
-def cache_dir() -> Path:
-    """$JAXQC_CACHE, default ~/.cache/jaxqc."""
-    return Path(os.environ.get("JAXQC_CACHE") or Path.home() / ".cache" / "jaxqc")
-
-
-def shared_data_dir() -> Path:
-    """Third-party reference data for benchmarks: $JAXQC_SHARED_DATA, default ../shared/data."""
-    return Path(os.environ.get("JAXQC_SHARED_DATA") or "../shared/data")
+def loader(name: str):
+    """(function, arguments) that load the registered data set `name`; KeyError if not registered."""
+    target, args = LOADERS[name]
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function), args
 
 
 def load(name: str):
-    if name == "qm9":
-        from .qm9 import load_qm9
-        return load_qm9()
-    if name == "ethanol-xtb":
-        from .io import read_npz
-        data = read_npz(EMBEDDED_DIR / "ethanol_xtb.npz")
-        data.meta["name"] = "ethanol-xtb"
-        return data
-    raise KeyError(name)
+    """The registered data set `name` as a Dataset whose meta["name"] is `name`."""
+    function, args = loader(name)
+    data = function(*args)
+    data.meta["name"] = name
+    return data

@@ -41,8 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data import splits
 from ..data.graph import safe_sqrt
-from ..data.molecules import Dataset, Molecules, random_split
+from ..data.molecules import Dataset, Molecules
 from ..errors import DataError, JaxqcError
 from ..metrics import mae_rmse
 from ..potential import energy_and_forces_fn, forces_fn
@@ -560,11 +561,7 @@ def train_gdml(data: Dataset, config: GDMLConfig, n_train: int, n_valid: int | N
     if len(data) == 0 or np.any(data.Z != data.Z[:1]):
         raise DataError("GDML needs frames of one molecule (same atoms, same order) in every frame")
     check_molecule(data, data.Z[0])
-    if n_valid is None:
-        n_valid = min(1000, len(data) - n_train)
-    if n_train < 1 or n_valid < 1:
-        raise DataError(f"need at least one training and one validation frame (got {n_train}, {n_valid})")
-    split = random_split(len(data), {"train": n_train, "valid": n_valid}, seed=seed)
+    split = splits.for_gdml(data, n_train, n_valid, seed)
     z = data.Z[0]
     t = time.perf_counter()
     if config.symmetric:

@@ -110,14 +110,10 @@ def applies(kind: str, data) -> str | None:
 
 
 def default_split(data, n_train, n_valid, seed):
-    from ..data.molecules import random_split
+    from ..data.splits import for_gdml
 
-    if n_valid is None:
-        n_valid = min(1000, len(data) - n_train)
-    if n_train < 1 or n_valid < 1:
-        raise DataError(f"need at least one training and one validation frame (got {n_train}, {n_valid})")
-    split = random_split(len(data), {"train": n_train, "valid": n_valid}, seed=seed)
-    split["protocol"] = f"random disjoint train/valid split of the data set (seed {seed})"
+    split = for_gdml(data, n_train, n_valid, seed)
+    split.pop("test", None)  # evaluate's 'test': every frame of the data set not trained or validated on
     return split
 
 

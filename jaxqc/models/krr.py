@@ -194,9 +194,9 @@ def applies(kind: str, data) -> str | None:
 
 
 def default_split(data, n_train, n_valid, seed):
-    from ..kernels.krr import default_split as split
+    from ..data.splits import for_krr
 
-    return split(data, n_train, n_valid, seed)
+    return for_krr(data, n_train, n_valid, seed)
 
 
 def describe(config: KRRConfig) -> str:
