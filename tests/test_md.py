@@ -287,7 +287,7 @@ def bad_inputs(ethanol, tmp_path_factory):
 @pytest.mark.parametrize("case,expect", [
     ("no_model", "no such model file"),
     ("no_start", "no such file"),
-    ("krr", "KRR property model"),
+    ("krr", "a krr model of the property 'U0', not a potential energy"),
     ("property_net", "property 'HOMO', not a potential energy"),
     ("atom_count", "5 atoms (CH4); the sgdml model is for 9 atoms (C2OH6)"),
     ("atom_order", "atom 0 is O, the sgdml model has C there"),

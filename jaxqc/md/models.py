@@ -55,10 +55,11 @@ def load_potential(path):
         raise JaxqcError(f"{path}: no such model file or run directory")
     model = models.load(path)
     if not model.is_force_field:
-        what = (f"a model of the property {model.target!r}" if model.target != "energy"
-                else "a model without a force output")
-        raise JaxqcError(f"{path}: a {model.kind} {what}, not a potential energy: molecular dynamics needs a force "
-                         f"field trained on energies (and forces): one of {', '.join(force_fields())}")
+        what = (f"a {model.kind} model of the property {model.target!r}, not a potential energy"
+                if model.target != "energy" or "forces" in model.spec.outputs
+                else f"a {model.kind.upper()} property model (no energy surface, no forces)")
+        raise JaxqcError(f"{path}: {what}: molecular dynamics needs a force field trained on energies (and "
+                         f"forces): one of {', '.join(force_fields())}")
     params = jax.tree_util.tree_map(np.asarray, model.prepared_params())
     z = model.spec.atom_order(model.config, model.params)
     elements = sorted(set(int(a) for a in z)) if z is not None else training_elements(model.provenance)

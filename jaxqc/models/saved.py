@@ -33,7 +33,9 @@ class Model:
     def target(self) -> str:
         """'energy' for a potential energy surface, else the property the model predicts (QM9 'U0', ...)."""
         cfg = self.header.get("config", {})
-        return cfg.get("target") or self.header.get("provenance", {}).get("target") or "energy"
+        targets = getattr(self.config, "targets", None)
+        return (cfg.get("target") or self.header.get("provenance", {}).get("target")
+                or (targets[0] if targets else "energy"))
 
     @property
     def is_force_field(self) -> bool:

@@ -49,7 +49,7 @@ def load_network(path):
     from ..models import load
 
     model = load(path)
-    if "train" not in model.header.get("config", {}):  # the optax loop records its training settings
+    if not (isinstance(model.params, dict) and "net" in model.params):  # {"net", "stats"}: a network
         raise JaxqcError(f"{path}: a {model.kind} model, not a network")
     params = jax.tree_util.tree_map(jnp.asarray, model.params)
     return model.kind, model.config, model.energy_fn, params, model.header
