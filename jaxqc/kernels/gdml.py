@@ -616,7 +616,10 @@ def load_gdml(path) -> dict:
         raise JaxqcError(f"{path}: a {kind} model, not a GDML/sGDML model")
     cfg = dict(header["config"])
     extra = {k: cfg.pop(k, None) for k in ("sigma", "lam_used", "grid", "n_perms", "solver_used")}
-    config = GDMLConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    fields = {f.name for f in dataclasses.fields(GDMLConfig)}
+    config = GDMLConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields})
+    fit_info = cfg.get("fit", {})
+    extra = {k: fit_info.get(k) if extra[k] is None else extra[k] for k in extra}
     return {"kind": kind, "z": params["z"], "R_train": params["R_train"], "alpha": params["alpha"],
             "perms": params["perms"], "sigma": float(params["sigma"]), "c": float(params["c"]), "config": config,
             "lam": extra["lam_used"], "grid": extra["grid"], "solver": extra["solver_used"] or "dense",

@@ -81,12 +81,6 @@ def target_matrix(data: Dataset, targets) -> np.ndarray:
     return np.stack(cols, 1)
 
 
-def _offset(data: Dataset, targets) -> np.ndarray:
-    """[M, T] what target_matrix subtracted (atom energies), to add back at prediction."""
-    return np.stack([qm9_atom_reference_kcal_mol(data.Z, t) if t in ATOMIZED else np.zeros(len(data))
-                     for t in targets], 1)
-
-
 # ---- fit -------------------------------------------------------------------------------------
 def fit(X_train, Y_train, X_valid, Y_valid, config: KRRConfig, progress: bool = False) -> dict:
     """Grid search over (sigma, lambda) on the validation set, returning the best model's arrays and
@@ -183,75 +177,24 @@ def predict(X, X_train, alpha, mean, config: KRRConfig, sigma: float, progress: 
     return np.concatenate(out) if out else np.zeros((0, alpha.shape[1]))
 
 
-# ---- the model: train on a Dataset, save, load, evaluate ------------------------------------------
+# ---- the model: split and load (fit and prediction: jaxqc.models.krr) ------------------------------
 def default_split(data: Dataset, n_train: int, n_valid: int | None = None, seed: int = 0) -> dict:
     """QM9: the fixed protocol (10k test, 2k validation, nested training prefixes). Other data: a
     seeded random split with 10% test and (by default) 10% validation. See `splits.for_krr`."""
     return splits.for_krr(data, n_train, n_valid, seed)
 
 
-def train_krr(data: Dataset, config: KRRConfig, n_train: int, n_valid: int | None = None, seed: int = 0,
-              progress: bool = False) -> dict:
-    """Represent, grid-search (sigma, lambda) on the validation split, and return a model dict."""
-    split = default_split(data, n_train, n_valid, seed)
-    t0 = time.perf_counter()
-    bags = bag_sizes(data.Z) if config.representation == "bob" else None  # layout of the whole data set
-    sub = data.subset(np.concatenate([split["train"], split["valid"]]))
-    X, bags = represent(sub, config.representation, bags)
-    n = len(split["train"])
-    Y_all = target_matrix(sub, config.targets)
-    Y, Yv = Y_all[:n], Y_all[n:]
-    t_rep = time.perf_counter() - t0
-    if len(config.sigmas) == 1 and len(config.lambdas) == 1:
-        # one (sigma, lambda): no grid, so no dense validation kernel; the solver follows memory
-        model = fit_fixed(X[:n], Y, config, config.sigmas[0], config.lambdas[0], progress=progress)
-        pv = predict(X[n:], X[:n], model["alpha"], model["mean"], config, config.sigmas[0])
-        model["grid_mae"] = np.abs(pv - Yv).mean(0)[None, None, :]
-    elif choose_solver(n) != "dense":
-        raise JaxqcError(f"a dense grid search at N = {n} does not fit in memory here; give one --sigma-grid "
-                         f"and one --lambda-grid value (e.g. chosen at a smaller N) to use the matrix-free solver")
-    else:
-        model = fit(X[:n], Y, X[n:], Yv, config, progress=progress)
-    model["timings"]["representation_s"] = t_rep
-    model.update(X_train=X[:n], bags=bags, config=config, split=split, dataset_md5=data.md5,
-                 dataset_name=data.meta.get("name"), units={t: data.units.get(t, "") for t in config.targets})
-    return model
-
-
-def save_krr(model: dict, path) -> None:
-    from ..potential import save_model
-
-    cfg = dataclasses.asdict(model["config"])
-    params = {"alpha": model["alpha"], "mean": model["mean"], "X_train": model["X_train"]}
-    config = {**cfg, "sigma": model["sigma"], "lambda": model["lambda"],
-              "bags": [list(b) for b in model["bags"]] if model["bags"] else None,
-              "grid_mae": np.asarray(model["grid_mae"]).tolist()}
-    split = model["split"]
-    prov = {"dataset_md5": model["dataset_md5"], "dataset_name": model["dataset_name"],
-            "protocol": split["protocol"], "train_idx": np.asarray(split["train"]),
-            "valid_idx": np.asarray(split["valid"]), "test_idx": np.asarray(split["test"]),
-            "timings": model["timings"]}
-    save_model(path, "krr", params, config, prov, model["units"])
-
-
 def load_krr(path) -> dict:
-    from ..potential import load_model
+    """A saved KRR model as a dict (alpha, mean, X_train, config, sigma, lambda, bags, grid_mae, provenance,
+    units), from files of this and earlier versions (through the model registry's one load)."""
+    from ..models import load
 
-    kind, params, header = load_model(path)
-    if kind != "krr":
-        raise JaxqcError(f"{path}: a {kind} model, not a KRR model")
-    cfg = dict(header["config"])
-    extra = {k: cfg.pop(k) for k in ("sigma", "lambda", "bags", "grid_mae")}
-    config = KRRConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
-    bags = tuple(tuple(b) for b in extra["bags"]) if extra["bags"] else None
-    return {**params, "config": config, "sigma": extra["sigma"], "lambda": extra["lambda"], "bags": bags,
-            "grid_mae": np.asarray(extra["grid_mae"]),
-            "provenance": header["provenance"], "units": header["units"]}
-
-
-def predict_dataset(model: dict, data: Dataset, progress: bool = False) -> dict:
-    """{target: [M] predictions in the target's unit} for every molecule of `data`."""
-    X, _ = represent(data, model["config"].representation, bags=model["bags"])
-    Yf = predict(X, model["X_train"], model["alpha"], model["mean"], model["config"], model["sigma"], progress)
-    Yf = Yf + _offset(data, model["config"].targets)
-    return {t: Yf[:, k] for k, t in enumerate(model["config"].targets)}
+    model = load(path)
+    if model.kind != "krr":
+        raise JaxqcError(f"{path}: a {model.kind} model, not a KRR model")
+    cfg = model.header["config"]
+    grid_mae = cfg.get("fit", {}).get("grid_mae", cfg.get("grid_mae"))
+    config = model.config
+    return {**model.params, "config": config, "sigma": config.sigmas[0], "lambda": config.lambdas[0],
+            "bags": config.bags, "grid_mae": np.asarray(grid_mae), "provenance": model.provenance,
+            "units": model.header["units"]}

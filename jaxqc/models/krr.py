@@ -20,7 +20,7 @@ from ..errors import JaxqcError
 from ..kernels.krr import KRRConfig
 from .registry import Budget, Fitted, ModelSpec, register
 
-CHUNK = 256  # training molecules per step of the prediction scan: a [batch, CHUNK, D] L1 block
+CHUNK = 1024  # training molecules per step of the prediction's distance map
 FRAME_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # x median L1 distance (Laplacian sigma)
 FRAME_LAMBDAS = (1e-10, 1e-8, 1e-6)
 CURVE_N = (100, 200, 500, 1000)
@@ -116,12 +116,12 @@ def make_energy(config: KRRConfig):
     import jax.numpy as jnp
 
     from ..elements import QM9_ATOM_REF_HA, MAX_Z
-    from ..kernels.base import _l1_block, _sq_block
+    from ..kernels.base import _l1_block, _sq_block, kernel_scale
     from ..kernels.krr import ATOMIZED
     from ..units import HARTREE_KCAL_MOL
 
     rep = representation_fn(config)
-    sigma = float(config.sigmas[0])
+    scale = kernel_scale(config.kernel, float(config.sigmas[0]))
     laplacian = config.kernel == "laplacian"
     refs = np.zeros((MAX_Z + 1, len(config.targets)))
     for k, t in enumerate(config.targets):
@@ -139,14 +139,11 @@ def make_energy(config: KRRConfig):
                 Z = jnp.pad(Z, ((0, 0), (0, A - Z.shape[1])))
                 R = jnp.pad(R, ((0, 0), (0, A - R.shape[1]), (0, 0)))
         x = rep(Z, R)  # [B, D]
-
-        def add(acc, chunk):
-            xc, ac = chunk  # [CHUNK, D], [CHUNK, T]
-            K = jnp.exp(-_l1_block(x, xc) / sigma) if laplacian else jnp.exp(-_sq_block(x, xc) / (2 * sigma**2))
-            return acc + K @ ac, None
-
-        acc0 = jnp.zeros((x.shape[0], params["alpha"].shape[-1]), x.dtype)
-        y = jax.lax.scan(add, acc0, (params["X_train"], params["alpha"]))[0] + params["mean"]
+        dist = _l1_block if laplacian else _sq_block
+        D = jax.lax.map(lambda xc: dist(x, xc), params["X_train"])  # [chunks, B, CHUNK]
+        D = jnp.moveaxis(D, 0, 1).reshape(x.shape[0], -1)  # [B, N_pad]
+        K = jnp.exp(D * scale)  # as kernels.base.kernel_from_distances: the same rounding as the fit
+        y = K @ params["alpha"].reshape(K.shape[1], -1) + params["mean"]  # one product over all N
         y = y + jnp.asarray(refs, y.dtype)[molecules.Z].sum(1)
         return y[:, 0] if y.shape[1] == 1 else y
 
