@@ -32,7 +32,8 @@ def module_energy(module_class, config):
     net = module_class(config)
 
     def energy(params, molecules):
-        y = net.apply({"params": params["net"]}, molecules.Z, molecules.R, molecules.mask)  # [B, A]
+        y = net.apply({"params": params["net"]}, molecules.Z, molecules.R, molecules.mask,
+                      **_edges(molecules))  # [B, A]
         s = params["stats"]
         if getattr(config, "readout", "sum") == "mean":
             return atomwise_mean(y, molecules.mask, s["scale"], s["shift"])
@@ -41,12 +42,18 @@ def module_energy(module_class, config):
     return energy
 
 
+def _edges(molecules) -> dict:
+    """{"edges": the batch's edge list} for modules that run on edges (batches carry one only for them)."""
+    edges = getattr(molecules, "edges", None)
+    return {} if edges is None else {"edges": edges}
+
+
 def init_params(module_class, config, key, example, stats: dict) -> dict:
     import jax
     import jax.numpy as jnp
 
     net = module_class(config)
-    variables = jax.jit(net.init)(key, example.Z, example.R, example.mask)  # one compilation
+    variables = jax.jit(net.init)(key, example.Z, example.R, example.mask, **_edges(example))  # one compilation
     return {"net": variables["params"], "stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}}
 
 
@@ -160,6 +167,7 @@ def network_spec(name: str, config_class, module_class, description: str, budget
         outputs=("energy", "forces", "property"), describe=describe_sizes(name, sizes), budgets=budgets,
         description=description, applies=applies, from_flags=make_from_flags(name, flag_fields),
         config_from_json=lambda d: _config_from(config_class, d.get("model", d)),
+        init=lambda config, key, example, stats: init_params(module_class, config, key, example, stats),
     )
 
 

@@ -74,6 +74,7 @@ class ModelSpec:
     from_flags    from_flags(flags: dict, data) -> (config, budget): the CLI's train flags to a config
     config_json   config_json(config) -> dict saved in the model file; config_from_json inverts it
     float64       evaluate under float64 (kernel methods: the accuracy of the closed-form fit)
+    init          init(config, key, example, stats) -> untrained params (trainable families; None otherwise)
     defaults      config settings that differ from the config class's defaults (sgdml: symmetric=True)
     variants      {method name: config overrides}: the methods `compare` runs (default {name: {}})
     force_field   a fitted model's output is a potential energy (MD, ASE): fn(config, header) -> bool
@@ -104,6 +105,7 @@ class ModelSpec:
     n_atoms: Callable = lambda config, params: None
     prepare: Callable = lambda config, params: params
     split: Callable | None = None
+    init: Callable | None = None
     defaults: Mapping = dataclasses.field(default_factory=dict)
     module: str = ""
 
