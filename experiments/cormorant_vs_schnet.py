@@ -23,23 +23,20 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-import md17_nn  # noqa: E402
-from jaxqc.benchmark import nn_peer as nn_compare  # noqa: E402
-import qm9_nn  # noqa: E402
+from jaxqc.benchmark import nn_peer as nn_compare
 
 # ---- configuration (edit here) --------------------------------------------------------------
 CODES = ("cormorant", "schnet")
-ARCH = {"md17": {"schnet": md17_nn.ARCH, "cormorant": {}},
-        "qm9": {"schnet": qm9_nn.ACC_ARCH, "cormorant": {}}}
-RECIPE = {"md17": md17_nn.RECIPE, "qm9": qm9_nn.ACC_RECIPE}
-TARGET_LEVEL = {"md17": ("valid_forces_mae", md17_nn.PUBLISHED["ethanol"]), "qm9": ("valid_energy_mae", qm9_nn.KRR_BOB_10K)}
+ARCH = {"md17": {"schnet": nn_compare.MD17_ARCH, "cormorant": {}},
+        "qm9": {"schnet": nn_compare.QM9_ARCH, "cormorant": {}}}
+RECIPE = {"md17": nn_compare.MD17_RECIPE, "qm9": nn_compare.QM9_RECIPE}
+TARGET_LEVEL = {"md17": ("valid_forces_mae", nn_compare.MD17_PUBLISHED["ethanol"]),
+                "qm9": ("valid_energy_mae", nn_compare.KRR_BOB_10K)}
 QUICK = dict(arch={"schnet": dict(features=16, interactions=2, n_rbf=12),
                    "cormorant": dict(channels=8, cg_levels=2, l_max=1, n_rbf=8, radial_hidden=16, readout_hidden=16)},
              n_train=16, n_valid=8, n_test=32, epochs=40, batch=8, lr=5e-3,
@@ -57,8 +54,8 @@ def load(task: str, quick: bool):
         return data, {"train": np.arange(n), "valid": np.arange(n, n + v), "test": np.arange(n + v, n + v + t),
                       "protocol": f"ethanol-xtb frames 0..{n - 1} train, next {v} validation, next {t} test"}
     if task == "md17":
-        return md17_nn.load(md17_nn.shared_root(), "ethanol", "01", quick=False)
-    data, split = qm9_nn.load_data(False)
+        return nn_compare.rmd17_data(nn_compare.shared_root(), "ethanol", "01", 950, 50)
+    data, split = nn_compare.qm9_data(False)
     return data, {"train": split["train"][:10_000], "valid": split["valid"], "test": split["test"],
                   "protocol": "QM9 fixed split (seed 0): 10k test, 2k validation, train[:10000]"}
 
@@ -116,8 +113,8 @@ def main(argv=None) -> dict:
         res = worker(args)
         Path(args.worker_out).write_text(json.dumps(res, default=float))
         return res
-    if args.task == "md17" and not args.quick and not (md17_nn.shared_root() / "rmd17").exists():
-        raise SystemExit(f"no rMD17 data under {md17_nn.shared_root()} (set JAXQC_SHARED_DATA)")
+    if args.task == "md17" and not args.quick and not (nn_compare.shared_root() / "rmd17").exists():
+        raise SystemExit(f"no rMD17 data under {nn_compare.shared_root()} (set JAXQC_SHARED_DATA)")
     name = f"cormorant_vs_schnet_{args.task}" + ("_quick" if args.quick else "")
     out = Path(args.out or OUT / f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

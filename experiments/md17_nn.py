@@ -18,49 +18,31 @@ import importlib.util
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from jaxqc.benchmark import nn_peer as nn_compare  # noqa: E402
 
 # ---- configuration (edit here) --------------------------------------------------------------
-# SchNet as in schnetpack's rMD17 experiment config (n_atom_basis 128, 6 interactions, 5 Å cosine
-# cutoff, 20 Gaussians, lr 1e-3, batch 10, loss 0.01 E + 0.99 F, plateau factor 0.5); the plateau
-# patience is in epochs (schnetpack: 50; shorter here because a CPU budget holds a few hundred epochs).
-ARCH = dict(features=128, interactions=6, cutoff_ang=5.0, n_rbf=20)
-RECIPE = nn_compare.recipe(lr=1e-3, batch=10, energy_weight=0.01, force_weight=0.99, patience=15)
+ARCH = nn_compare.MD17_ARCH      # SchNet as in schnetpack's rMD17 config (jaxqc.benchmark.nn_peer)
+RECIPE = nn_compare.MD17_RECIPE
 N_TRAIN, N_VALID = 950, 50
 SEED = 0
-PUBLISHED = {"ethanol": 0.39, "aspirin": 1.35, "benzene": 0.31, "malonaldehyde": 0.66, "toluene": 0.57,
-             "uracil": 0.56}  # SchNet, MD17 (original labels), 1000 frames, force MAE kcal/mol/Å (ANCHORS.md)
+PUBLISHED = nn_compare.MD17_PUBLISHED
 QUICK = dict(arch=dict(features=32, interactions=2, cutoff_ang=5.0, n_rbf=16), n_train=20, n_valid=10, n_test=50,
              budget_min=30.0, epochs=100, batch=5)  # quick: the epochs are the budget, 30 min only a guard
 OUT = Path(__file__).parent / "results"
 
 
-def shared_root() -> Path:
-    return Path(os.environ.get("JAXQC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+shared_root = nn_compare.shared_root
 
 
 def load(root: Path, molecule: str, k: str, quick: bool):
     """(data, split): the train_k file and the test_k file as one Dataset; split indices into it."""
-    from jaxqc.data import io
-    from jaxqc.data.molecules import Dataset
-
-    train = io.read(root / "rmd17" / f"rmd17_{molecule}_train_{k}.npz")
-    test = io.read(root / "rmd17" / f"rmd17_{molecule}_test_{k}.npz")
-    n_tr, n_va, n_te = (QUICK["n_train"], QUICK["n_valid"], QUICK["n_test"]) if quick else (N_TRAIN, N_VALID, len(test))
-    order = np.random.default_rng(SEED).permutation(len(train))
-    data = Dataset(Z=np.concatenate([train.Z, test.Z]), R=np.concatenate([train.R, test.R]),
-                   E=np.concatenate([train.E, test.E]), F=np.concatenate([train.F, test.F]),
-                   meta={"name": f"rmd17_{molecule}_{k}", "units": {"E": "kcal/mol", "F": "kcal/mol/Å", "R": "Å"}})
-    split = {"train": np.sort(order[:n_tr]), "valid": np.sort(order[n_tr:n_tr + n_va]),
-             "test": len(train) + np.arange(n_te),
-             "protocol": f"rMD17 split {k}: train_{k} seeded {n_tr} train + {n_va} validation; test_{k} ({n_te} frames)"}
-    return data, split
+    if quick:
+        return nn_compare.rmd17_data(root, molecule, k, QUICK["n_train"], QUICK["n_valid"], QUICK["n_test"], SEED)
+    return nn_compare.rmd17_data(root, molecule, k, N_TRAIN, N_VALID, None, SEED)
 
 
 def worker(args) -> dict:

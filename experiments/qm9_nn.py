@@ -48,23 +48,10 @@ N_BATCHES = 10        # timed batches per measurement
 LR = 5e-4
 QUICK = dict(arch=dict(features=16, interactions=2, cutoff_ang=5.0, n_rbf=8), batch=10, n_batches=2, epochs=15)
 OUT = Path(__file__).parent / "results" / "qm9_nn"
-# accuracy at equal budgets: the smaller published SchNet (64 features, 3 interactions) so that a CPU
-# budget holds ~100 epochs of 10k molecules; recipe as schnetpack's QM9 config but batch 32
-ACC_ARCH = dict(features=64, interactions=3, cutoff_ang=5.0, n_rbf=20)
-ACC_RECIPE = nn_compare.recipe(lr=5e-4, batch=32, energy_weight=1.0, force_weight=0.0, patience=5)
-KRR_BOB_10K = 3.23  # kcal/mol, qmllib KRR + BoB, same protocol, measured here (ANCHORS.md)
-
-
-def load_data(quick: bool) -> tuple[Dataset, dict]:
-    from jaxqc.data.qm9 import load_qm9, qm9_protocol_split
-
-    data = load_qm9()
-    split = qm9_protocol_split(len(data))
-    if quick:  # a few hundred molecules: enough to time and to train a step
-        keep = np.concatenate([split["train"][:200], split["valid"][:50], split["test"][:50]])
-        data = data.subset(keep)
-        split = {"train": np.arange(200), "valid": np.arange(200, 250), "test": np.arange(250, 300)}
-    return data, split
+ACC_ARCH = nn_compare.QM9_ARCH      # accuracy at equal budgets (jaxqc.benchmark.nn_peer)
+ACC_RECIPE = nn_compare.QM9_RECIPE
+KRR_BOB_10K = nn_compare.KRR_BOB_10K
+load_data = nn_compare.qm9_data
 
 
 # ---- jaxqc ------------------------------------------------------------------------------------------

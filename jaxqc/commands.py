@@ -149,7 +149,6 @@ def evaluation_rows(model, data, split: str, source: str):
 def cmd_evaluate(args) -> int:
     from . import models
     from .data import io
-    from .md.models import check_geometry, load_potential  # noqa: F401 (check_geometry: element checks)
     from .metrics import mae_rmse
 
     model = models.load(args.model)

@@ -164,3 +164,19 @@ def benchmark_protocol(data, kind: str, n_test: int, n_valid: int, has_test_file
     return {"pool": order[nt:n - nv], "valid": order[n - nv:], "test": order[:nt],
             "description": f"a seed-{seed} permutation of --data: test = its first {nt}, validation = its last "
                            f"{nv}, training = a prefix of the {n - nt - nv} between (nested)"}
+
+
+def rmd17_files(n_train_file: int, n_test_file: int, n_train: int, n_valid: int, n_test: int | None = None,
+                seed: int = 0, name: str = "") -> dict:
+    """rMD17's published train_k / test_k files concatenated (train file first): a seeded permutation of the
+    train file gives `n_train` training then `n_valid` validation frames (sorted); the test frames are the
+    first `n_test` of the test file (default all). Indices into the concatenation."""
+    n_test = n_test_file if n_test is None else n_test
+    if n_train + n_valid > n_train_file or n_test > n_test_file:
+        raise DataError(f"rMD17 split {name}: asked for {n_train} + {n_valid} of {n_train_file} train-file frames "
+                        f"and {n_test} of {n_test_file} test-file frames")
+    order = np.random.default_rng(seed).permutation(n_train_file)
+    return {"train": np.sort(order[:n_train]), "valid": np.sort(order[n_train:n_train + n_valid]),
+            "test": n_train_file + np.arange(n_test),
+            "protocol": f"rMD17 split {name}: train_{name} seeded {n_train} train + {n_valid} validation; "
+                        f"test_{name} ({n_test} frames)"}
