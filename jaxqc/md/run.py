@@ -162,7 +162,7 @@ def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False
         init_fn, step_fn = make_integrator(md.molecule_force_field(energy, Z), m, cfg)
         key, k_v = jax.random.split(jax.random.PRNGKey(cfg.seed))
         v0 = md.maxwell_boltzmann(k_v, m, cfg.temperature_k, dtype) if v0 is None else jnp.asarray(v0, dtype)
-        state = init_fn(p, jnp.asarray(R0, dtype), v0, key)
+        state = jax.jit(init_fn)(p, jnp.asarray(R0, dtype), v0, key)  # one compilation, not op by op
         if not (np.isfinite(float(state.E)) and np.all(np.isfinite(np.asarray(state.F)))):
             raise JaxqcError("the model gives a non-finite energy or forces at the start geometry")
         frames = [jax.tree_util.tree_map(lambda a: np.asarray(a)[None], state)]

@@ -9,8 +9,8 @@ compare` and the ASE calculator serve it without naming it.
 See registry.py for the parts of a spec, saved.py for the one save/load, predict.py for the one
 prediction path.
 """
-from .registry import LEVELS, Budget, Fitted, ModelSpec, get, load_plugin, methods, names, register
+from .registry import LEVELS, Budget, Fitted, ModelSpec, get, load_plugin, methods, names, register, unregister
 from .saved import Model, load, save
 
 __all__ = ["Budget", "Fitted", "LEVELS", "Model", "ModelSpec", "get", "load", "load_plugin", "methods", "names",
-           "register", "save"]
+           "register", "save", "unregister"]

@@ -78,6 +78,8 @@ class ModelSpec:
     defaults      config settings that differ from the config class's defaults (sgdml: symmetric=True)
     variants      {method name: config overrides}: the methods `compare` runs (default {name: {}})
     force_field   a fitted model's output is a potential energy (MD, ASE): fn(config, header) -> bool
+    symmetries    symmetries(config, params) -> [P, A] atom permutations the model is invariant to, or None for
+                  every permutation of like atoms (sGDML: its detected group; GDML: the identity)
     atom_order    the model is of one molecule in a fixed atom order (gdml): fn(config, params) -> Z or None
     n_atoms       a fixed atom width of its input (KRR's sorted Coulomb matrix): fn(config, params) -> int or None
     prepare       prepare(config, params) -> the params energy() takes, from the saved ones (gdml: centres
@@ -102,6 +104,7 @@ class ModelSpec:
     variants: Mapping | None = None
     force_field: Callable = lambda config, header: True
     atom_order: Callable = lambda config, params: None
+    symmetries: Callable = lambda config, params: None
     n_atoms: Callable = lambda config, params: None
     prepare: Callable = lambda config, params: params
     split: Callable | None = None
@@ -125,6 +128,7 @@ class ModelSpec:
         if unknown:
             raise JaxqcError(f"{self.name}: unknown setting(s) {', '.join(unknown)}; the settings are "
                              f"{', '.join(sorted(fields))}")
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
         try:
             return self.config_class(**{**self.defaults, **overrides})
         except (TypeError, ValueError) as err:
@@ -158,6 +162,11 @@ def register(spec: ModelSpec) -> ModelSpec:
             raise JaxqcError(f"{spec.name}: budget key {(kind, level)} is not one of {KINDS} x {LEVELS}")
     _SPECS[spec.name] = dataclasses.replace(spec, module=module)
     return _SPECS[spec.name]
+
+
+def unregister(name: str) -> None:
+    """Remove a registered model (tests, notebooks that redefine one); unknown names are ignored."""
+    _SPECS.pop(name, None)
 
 
 def _caller_module() -> str:

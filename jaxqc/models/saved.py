@@ -8,6 +8,7 @@ units and the provenance (dataset md5, split indices).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,9 @@ class Model:
         return ("forces" in self.spec.outputs and self.target == "energy"
                 and bool(self.spec.force_field(self.config, self.header)))
 
-    @property
+    @functools.cached_property
     def energy_fn(self):
+        """energy(params, molecules), built once per Model (so jitted callers compile once)."""
         return self.spec.energy(self.config)
 
     @property
