@@ -2,6 +2,7 @@
 float64), the two CG aggregations are the same function, training through the shared loop overfits a small
 set, and the CLI trains and evaluates it. (Energy invariance, padding and forces vs finite differences: in
 test_nn.py with the other networks.)"""
+import dataclasses
 import json
 
 import e3nn_jax as e3nn
@@ -23,12 +24,13 @@ def level_features(config, Z, R, mask):
     return jax.jit(lambda R: net.apply(params, Z, R, mask, return_features=True))
 
 
-def covariance_errors(l_max, dtype, inversion):
+def covariance_errors(l_max, dtype, inversion, pair_list="dense"):
     """Relative error |F(Q R) - D(Q) F(R)| / |F(R)| of every level, for a random rotation Q (times -1)."""
     ethanol = io.read("ethanol-xtb")
     mol = ethanol.molecules(np.arange(2), dtype=dtype)
     Q = random_rotation(np.random.default_rng(l_max), inversion=inversion)
-    apply = level_features(CormorantConfig(l_max=l_max, **SMALL), mol.Z, mol.R, mol.mask)
+    config = CormorantConfig(l_max=l_max, pair_list=pair_list, **SMALL)
+    apply = level_features(config, mol.Z, mol.R, mol.mask)
     y, levels = apply(mol.R)
     y_rot, levels_rot = apply(mol.R @ jnp.asarray(Q.T, dtype))
     assert levels[0].dtype == dtype
@@ -53,6 +55,38 @@ def test_every_level_rotates_with_wigner_d_float64(l_max, x64):
         errors, y_err = covariance_errors(l_max, jnp.float64, inversion)
         assert max(errors) < 1e-10, errors
         assert y_err < 1e-10
+
+
+def test_edge_path_levels_rotate_with_wigner_d(x64):
+    """The same covariance on the edge list (segment sums over receivers): l_max = 2, float64, with inversion."""
+    errors, y_err = covariance_errors(2, jnp.float64, inversion=True, pair_list="edges")
+    assert max(errors) < 1e-10 and y_err < 1e-10, errors
+
+
+def test_edge_path_equals_dense_path(x64):
+    """pair_list='edges' is the same function with the same parameters: energies and forces on padded
+    batches of different sizes, with host-built edge lists within the cutoff and without (every pair)."""
+    from helpers import mixed_molecules
+
+    from jaxqc.data.molecules import with_edges
+
+    mol = mixed_molecules(6, seed=1).molecules(n_atoms_pad=14, batch_pad=7, dtype=jnp.float64)
+    dense = CormorantConfig(l_max=2, cutoff_ang=3.0, **SMALL)
+    nets = [Cormorant(dense), Cormorant(dataclasses.replace(dense, pair_list="edges"))]
+    params = nets[0].init(jax.random.PRNGKey(0), mol.Z, mol.R, mol.mask)
+    params_e = nets[1].init(jax.random.PRNGKey(0), mol.Z, mol.R, mol.mask, edges=with_edges(mol, 3.0, 64).edges)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: a.shape == b.shape, params, params_e))
+
+    def e_and_f(net, edges):
+        return jax.value_and_grad(lambda R: net.apply(params, mol.Z, R, mol.mask, edges=edges).sum())(mol.R)
+
+    E, F = e_and_f(nets[0], None)
+    for edges in (with_edges(mol, 3.0, 64).edges, with_edges(mol, None, 14 * 13).edges, None):
+        E2, F2 = e_and_f(nets[1], edges)
+        np.testing.assert_allclose(E2, E, rtol=1e-12)
+        np.testing.assert_allclose(F2, F, atol=1e-12)
+    with pytest.raises(ValueError, match="less than the cutoff"):
+        nets[1].apply(params, mol.Z, mol.R, mol.mask, edges=with_edges(mol, 2.0, 64).edges)
 
 
 def test_features_are_not_trivially_covariant(x64):

@@ -2,7 +2,9 @@
 
 A Dataset keeps every molecule padded to the data set's largest atom count (`Z == 0` marks padding).
 Batches handed to jitted code are `Molecules` padded to one of a few fixed atom-count buckets and a
-fixed batch size, so a jitted function compiles once per bucket and never again.
+fixed batch size, so a jitted function compiles once per bucket and never again. With an edge cutoff,
+a batch also carries its edge list (graph.EdgeList) padded to a per-bucket edge budget taken from the
+data (`edge_budgets`): still one shape per bucket, and a molecule over the budget raises EdgeOverflow.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..elements import SYMBOLS, check_atomic_numbers
 from ..errors import DataError
+from .graph import EdgeList, edge_list, molecule_edge_budget, pairs_within_cutoff
 
 MIN_DISTANCE_ANG = 0.1  # two atoms closer than this are an error, not a molecule
 
@@ -34,6 +37,7 @@ class Molecules:
     E    [batch] or None             energies in kcal/mol
     F    [batch, n_atoms, 3] or None forces in kcal/mol/Å
     props dict name -> [batch]       per-molecule properties (units in Dataset.units)
+    edges EdgeList or None           edges within a cutoff, [batch, edge budget] (graph.EdgeList)
     """
 
     Z: jnp.ndarray
@@ -43,6 +47,7 @@ class Molecules:
     E: Optional[jnp.ndarray] = None
     F: Optional[jnp.ndarray] = None
     props: dict = flax.struct.field(default_factory=dict)
+    edges: Optional[EdgeList] = None
 
     @property
     def n_atoms(self):
@@ -231,21 +236,8 @@ def closest_pair(Z, R, chunk: int = 4096):
 
 
 # ---- splits ----------------------------------------------------------------------------------
-def random_split(n: int, sizes: dict, seed: int = 0) -> dict:
-    """Disjoint index arrays {name: idx} of the given sizes from a seeded permutation of range(n).
-
-    Splits are taken in the order given, so a larger later split keeps the earlier ones fixed.
-    A size of None takes all that is left.
-    """
-    perm = np.random.default_rng(seed).permutation(n)
-    out, start = {}, 0
-    for name, size in sizes.items():
-        size = n - start if size is None else int(size)
-        if size < 0 or start + size > n:
-            raise DataError(f"split sizes {sizes} need more than the {n} molecules available")
-        out[name] = np.sort(perm[start:start + size])
-        start += size
-    return out
+# The policy lives in splits.py (the one place that decides splits); `random_split` is its old name.
+from .splits import seeded as random_split  # noqa: E402, F401
 
 
 # ---- fixed padding buckets ---------------------------------------------------------------------
@@ -265,10 +257,49 @@ def bucket_of(n_atoms, buckets) -> np.ndarray:
     return b
 
 
+def with_edges(molecules: Molecules, cutoff_ang: Optional[float], budget: int) -> Molecules:
+    """`molecules` with its edge list within cutoff_ang (None: every pair), `budget` edges per molecule
+    (host-side numpy; raises graph.EdgeOverflow rather than dropping an edge)."""
+    edges = edge_list(np.asarray(molecules.R), np.asarray(molecules.mask), cutoff_ang, budget)
+    return molecules.replace(edges=edges)
+
+
+def edge_counts(data: Dataset, idx, cutoff_ang: Optional[float], chunk: int = 4096) -> np.ndarray:
+    """[len(idx)] directed edges within cutoff_ang of each molecule (float64 positions, as edge_list)."""
+    idx = np.asarray(idx)
+    out = np.zeros(len(idx), np.int64)
+    for s in range(0, len(idx), chunk):
+        sel = idx[s:s + chunk]
+        out[s:s + chunk] = pairs_within_cutoff(data.R[sel], data.Z[sel] > 0, cutoff_ang).sum((1, 2))
+    return out
+
+
+def edge_budgets(data: Dataset, idx, buckets, cutoff_ang: Optional[float], multiple: int = 8) -> tuple:
+    """Per-molecule edge budget of each atom-count bucket: the most edges any molecule of data[idx] in that
+    bucket has, rounded up to `multiple` (at most A(A - 1)). Built from every molecule a run will batch
+    (train + valid), so no batch of them can overflow; other data that does raises EdgeOverflow."""
+    idx = np.asarray(idx)
+    which = bucket_of(data.n_atoms[idx], buckets)
+    counts = edge_counts(data, idx, cutoff_ang)
+    return tuple(molecule_edge_budget(int(counts[which == b].max(initial=0)), a, multiple)
+                 for b, a in enumerate(buckets))
+
+
+def edge_options(model_config, data: Dataset, idx, buckets) -> dict:
+    """Keyword arguments of `batches` for a network config: {} for dense pairs; for config.pair_list ==
+    "edges", its cutoff and the edge budgets of `buckets` from data[idx] (every molecule that will be batched)."""
+    if getattr(model_config, "pair_list", "dense") != "edges":
+        return {}
+    cutoff = model_config.cutoff_ang
+    return {"edge_cutoff_ang": cutoff, "budgets": edge_budgets(data, idx, buckets, cutoff)}
+
+
 def batches(data: Dataset, idx, batch_size: int, buckets=None, shuffle: bool = False, seed: int = 0,
-            dtype=jnp.float32) -> Iterator[Molecules]:
+            dtype=jnp.float32, edge_cutoff_ang: Optional[float] = None, budgets=None) -> Iterator[Molecules]:
     """Yield `Molecules` batches of exactly `batch_size` (last ones padded, mol_mask False) whose atom
-    dimension is one of `buckets`; molecules are grouped by bucket so padding stays small."""
+    dimension is one of `buckets`; molecules are grouped by bucket so padding stays small. With
+    `budgets` (one per bucket, from edge_budgets) every batch carries its edges within edge_cutoff_ang
+    (None: all pairs), padded to its bucket's budget."""
     idx = np.asarray(idx)
     buckets = atom_buckets(data.n_atoms[idx]) if buckets is None else tuple(buckets)
     which = bucket_of(data.n_atoms[idx], buckets)
@@ -280,5 +311,21 @@ def batches(data: Dataset, idx, batch_size: int, buckets=None, shuffle: bool = F
         chunks += [(b, members[s:s + batch_size]) for s in range(0, len(members), batch_size)]
     if shuffle:
         chunks = [chunks[k] for k in rng.permutation(len(chunks))]
+    if budgets is not None and len(budgets) != len(buckets):
+        raise DataError(f"{len(budgets)} edge budgets for {len(buckets)} buckets")
     for b, members in chunks:
-        yield data.molecules(members, n_atoms_pad=buckets[b], batch_pad=batch_size, dtype=dtype)
+        mol = data.molecules(members, n_atoms_pad=buckets[b], batch_pad=batch_size, dtype=dtype)
+        if budgets is not None:  # from the float64 host positions, as edge_budgets counted them
+            R, real = _host_positions(data, members, buckets[b], batch_size)
+            mol = mol.replace(edges=edge_list(R, real, edge_cutoff_ang, budgets[b]))
+        yield mol
+
+
+def _host_positions(data: Dataset, members, n_atoms_pad: int, batch_pad: int):
+    """(R [batch_pad, n_atoms_pad, 3] float64 Å, mask) of data[members], zero-padded as Dataset.molecules."""
+    a = min(n_atoms_pad, data.max_atoms)
+    R = np.zeros((batch_pad, n_atoms_pad, 3))
+    real = np.zeros((batch_pad, n_atoms_pad), bool)
+    R[:len(members), :a] = data.R[members, :a]
+    real[:len(members), :a] = data.Z[members, :a] > 0
+    return R, real

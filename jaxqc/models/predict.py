@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data.molecules import Dataset, atom_buckets, bucket_of
+from ..data.molecules import Dataset, atom_buckets, bucket_of, edge_options, with_edges
 from ..errors import DataError
 from ..potential import energy_and_forces_fn
 
@@ -35,13 +35,14 @@ def precision(float64: bool):
 
 
 def predictor(energy, forces: bool, batch_size: int = 64, float64: bool = False, n_atoms: int | None = None,
-              n_buckets: int = 8):
+              n_buckets: int = 8, config=None):
     """predict(params, data, idx) -> (E [n] or [n, T], F [n, A, 3] or None).
 
     energy(params, molecules) -> [B] (or [B, T] for several targets); forces = -grad E (only for [B]).
     n_atoms: a fixed atom width for every batch (models whose input size is fixed), else atom-count
     buckets from the molecules predicted. Small calls use a batch of the next power of two, so one
-    molecule is not padded to 64."""
+    molecule is not padded to 64. config: a model config with pair_list == "edges" gets each batch's edge
+    list within its cutoff (budgets from the molecules predicted: nothing can overflow)."""
     fn = jax.jit(energy_and_forces_fn(energy) if forces else energy)
     dtype = jnp.float64 if float64 else jnp.float32
 
@@ -57,6 +58,7 @@ def predictor(energy, forces: bool, batch_size: int = 64, float64: bool = False,
         else:
             buckets = atom_buckets(counts, n_buckets=n_buckets, multiple=1)
         which = bucket_of(counts, buckets)
+        edges = edge_options(config, data, idx, buckets)  # {} unless the model runs on edge lists
         b_size = min(batch_size, 1 << max(0, len(idx) - 1).bit_length())
         E = None
         F = np.zeros((len(idx), data.max_atoms, 3)) if forces else None
@@ -66,7 +68,10 @@ def predictor(energy, forces: bool, batch_size: int = 64, float64: bool = False,
                 rows = np.flatnonzero(which == b)
                 for s in range(0, len(rows), b_size):
                     r = rows[s:s + b_size]
-                    out = fn(p, data.molecules(idx[r], n_atoms_pad=size, batch_pad=b_size, dtype=dtype))
+                    mol = data.molecules(idx[r], n_atoms_pad=size, batch_pad=b_size, dtype=dtype)
+                    if edges:
+                        mol = with_edges(mol, edges["edge_cutoff_ang"], edges["budgets"][b])
+                    out = fn(p, mol)
                     e = np.asarray(out[0] if forces else out, np.float64)[: len(r)]
                     if E is None:
                         E = np.zeros((len(idx),) + e.shape[1:])

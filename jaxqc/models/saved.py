@@ -70,7 +70,7 @@ class Model:
         from .predict import predictor
 
         fn = predictor(self.energy_fn, forces, batch_size, float64=self.spec.float64,
-                       n_atoms=self.spec.n_atoms(self.config, self.params))
+                       n_atoms=self.spec.n_atoms(self.config, self.params), config=self.config)
         params = self.prepared_params()
         predict = lambda data, idx=None: fn(params, data, idx)  # noqa: E731
         predict.jitted = fn.jitted

@@ -52,7 +52,8 @@ def make_energy(kind: str, config):
     net = NETWORKS[kind][1](config)
 
     def energy(params, molecules: Molecules):
-        y = net.apply({"params": params["net"]}, molecules.Z, molecules.R, molecules.mask)  # [B, A]
+        y = net.apply({"params": params["net"]}, molecules.Z, molecules.R, molecules.mask,
+                      edges=molecules.edges)  # [B, A]; edges: used by config.pair_list == "edges"
         s = params["stats"]
         if config.readout == "mean":
             return atomwise_mean(y, molecules.mask, s["scale"], s["shift"])
@@ -63,7 +64,8 @@ def make_energy(kind: str, config):
 
 def init_params(kind: str, config, key, example: Molecules, stats: dict) -> dict:
     net = NETWORKS[kind][1](config)
-    variables = jax.jit(net.init)(key, example.Z, example.R, example.mask)  # one compilation, not one per op
+    # one compilation, not one per op; the parameters do not depend on example.edges (same with or without)
+    variables = jax.jit(net.init)(key, example.Z, example.R, example.mask, edges=example.edges)
     return {"net": variables["params"], "stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}}
 
 

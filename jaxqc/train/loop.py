@@ -28,7 +28,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..data.io import atomic_write_text
-from ..data.molecules import Dataset, Molecules, atom_buckets, batches
+from ..data.molecules import Dataset, Molecules, atom_buckets, batches, edge_options
 from ..errors import JaxqcError
 from ..potential import energy_and_forces_fn, save_model
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -151,10 +151,11 @@ def device_mesh(n_devices: int | None = None) -> Mesh:
     return Mesh(np.array(devices), ("batch",))
 
 
-def evaluate_batches(eval_step, net, stats, data: Dataset, idx, batch_size, buckets, put=lambda b: b) -> dict:
-    """MAE / RMSE of energies (or the target) and forces over the molecules idx."""
+def evaluate_batches(eval_step, net, stats, data: Dataset, idx, batch_size, buckets, put=lambda b: b,
+                     edge_kw: dict | None = None) -> dict:
+    """MAE / RMSE of energies (or the target) and forces over the molecules idx (edge_kw: edge_options)."""
     tot = {}
-    for batch in batches(data, idx, batch_size, buckets):
+    for batch in batches(data, idx, batch_size, buckets, **(edge_kw or {})):
         for k, v in eval_step(net, stats, put(batch)).items():
             tot[k] = tot.get(k, 0.0) + float(v)
     out = {"energy_mae": tot["e_abs"] / tot["n_mol"], "energy_rmse": math.sqrt(tot["e_sq"] / tot["n_mol"])}
@@ -195,6 +196,7 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     eval_step = jax.jit(eval_step)
     tr, va = np.asarray(split["train"]), np.asarray(split["valid"])
     buckets = atom_buckets(data.n_atoms[np.concatenate([tr, va])], n_buckets=cfg.n_buckets, multiple=1)
+    edge_kw = edge_options(model_config, data, np.concatenate([tr, va]), buckets)  # {} for dense-pair networks
 
     state = TrainState(net=params["net"], stats=params["stats"], opt_state=tx.init(params["net"]),
                        ema=jax.tree_util.tree_map(jnp.copy, params["net"]),  # own buffers: the step donates both
@@ -236,7 +238,8 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     stop_reason = "epochs"
     for epoch in range(meta["epoch"] + 1, cfg.epochs):
         losses, weights = [], []
-        for batch in batches(data, tr, cfg.batch_size, buckets, shuffle=True, seed=cfg.seed * 100_003 + epoch):
+        for batch in batches(data, tr, cfg.batch_size, buckets, shuffle=True, seed=cfg.seed * 100_003 + epoch,
+                             **edge_kw):
             lr = learning_rate(cfg, step, meta["plateau_scale"])
             state, loss = train_step(state, put(batch), lr)
             step += 1
@@ -251,7 +254,7 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
                 f"stopped, the last good checkpoint (after epoch {ckpt_epoch + 1}) and best model are kept in "
                 f"{run_dir}. Lower the learning rate (now {cfg.lr:g}) or raise clipping")
         params_eval = state.ema
-        valid = evaluate_batches(eval_step, params_eval, state.stats, data, va, cfg.batch_size, buckets, put)
+        valid = evaluate_batches(eval_step, params_eval, state.stats, data, va, cfg.batch_size, buckets, put, edge_kw)
         metric = valid.get("forces_mae", valid["energy_mae"]) if cfg.force_weight > 0 else valid["energy_mae"]
         t_run = time.perf_counter() - t_start
         row = {"epoch": epoch + 1, "step": step, "time_s": t_run, "lr": lr, "train_loss": train_loss,
