@@ -1,5 +1,6 @@
-"""`jaxqc compare`: end to end on a tiny budget, the JSON it writes, methods that do not apply, the
-one-line errors, the paper plan and the rMD17 protocol."""
+"""`jaxqc compare` (jaxqc.benchmark): end to end on a tiny budget, the JSON it writes, methods that do not
+apply, the one-line errors, the paper plan, the rMD17 protocol, bit-identical reruns (budgets count epochs,
+not time) and the wall-clock guard's flag."""
 import json
 from pathlib import Path
 
@@ -9,7 +10,8 @@ from conftest import shared
 from helpers import mixed_molecules
 
 from jaxqc.cli import main
-from jaxqc.compare import METHODS, SGDML_GRID
+from jaxqc.compare import METHODS
+from jaxqc.models.gdml import SGDML_GRID
 from jaxqc.data import io
 from jaxqc.data.molecules import Dataset
 
@@ -167,3 +169,46 @@ def test_rmd17_sgdml_matches_the_measured_learning_curve(tmp_path, capsys):
     runs = {r["n_train"]: r for r in json.loads(out)["methods"]["sgdml"]["runs"]}
     for n, mae in ((100, 1.3002), (200, 0.8400), (500, 0.5242), (950, 0.3701)):
         assert runs[n]["forces_mae"] == pytest.approx(mae, rel=2e-3), n
+
+
+MAE_KEYS = ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")
+
+
+@pytest.mark.parametrize("methods", [
+    "krr-cm,sgdml,schnet",  # one of each kind of fit: closed form, symmetries + Cholesky, the optax loop
+    pytest.param(None, marks=pytest.mark.slow),  # every method (~1.5 min on 2 idle cores, twice)
+])
+def test_tiny_rerun_gives_bit_identical_errors(tmp_path, capsys, methods):
+    """Budgets count epochs and every fit is seeded: the same command gives the same errors, exactly."""
+    argv = ["--budget", "tiny", "--in-process", "--json", "--quiet"] + (["--methods", methods] if methods else [])
+    results = [json.loads(run(capsys, *argv, "--out", str(tmp_path / f"c{k}"))[1]) for k in range(2)]
+    maes = [[(m, r["n_train"], *(r.get(k) for k in MAE_KEYS)) for m, e in res["methods"].items()
+             for r in e.get("runs", [])] for res in results]
+    expect = set(methods.split(",")) if methods else set(METHODS)
+    assert {m for m, *_ in maes[0]} == expect and all("error" not in e for e in results[0]["methods"].values())
+    assert maes[0] == maes[1]
+    assert all(r["hit_time_guard"] is False for r in results[0]["rows"] if "n_train" in r)
+
+
+def test_a_run_stopped_by_the_time_guard_says_so(tmp_path, capsys, monkeypatch):
+    from jaxqc.benchmark import budgets
+
+    for_data = budgets.for_data
+    monkeypatch.setattr(budgets, "for_data", lambda b, f: for_data(b, f).replace(epochs=5, max_minutes=1e-9))
+    code, out, _ = run(capsys, "--budget", "tiny", "--methods", "schnet", "--in-process", "--quiet", "--out",
+                       str(tmp_path / "c"))
+    assert code == 0
+    (r,) = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
+    assert r["hit_time_guard"] is True and "wall-clock guard after 1 epochs" in r["note"]
+    assert "rows that hit the wall-clock guard" in out
+
+
+def test_the_benchmark_names_no_model_family():
+    """The runner asks the registry: no family name (and so no per-family code) in the compare modules."""
+    import jaxqc.benchmark
+
+    for name in ("__init__", "budgets", "protocol", "report", "runner", "worker"):
+        path = Path(jaxqc.benchmark.__file__).parent / f"{name}.py"
+        text = path.read_text().lower()
+        for family in ("krr", "gdml", "schnet", "dtnn", "cormorant", "coulomb", "sigma_grid"):
+            assert family not in text, (path.name, family)

@@ -206,6 +206,7 @@ SPEC = register(ModelSpec(
     name="krr", config_class=KRRConfig, fit=fit, energy=make_energy, outputs=("energy", "property"),
     describe=describe, description="kernel ridge regression (Rupp 2012; Hansen 2015)", applies=applies,
     from_flags=from_flags, config_json=config_json, config_from_json=config_from_json, float64=True,
+    predict_batch=512,
     variants={"krr-cm": {"representation": "cm"}, "krr-bob": {"representation": "bob"}},
     force_field=lambda config, header: False, prepare=prepare, split=default_split,
     n_atoms=lambda config, params: atom_width(config, np.shape(params["X_train"])[-1]),

@@ -35,7 +35,8 @@ class Budget:
     n_train      training sizes the benchmark runs (nested prefixes of the training pool)
     epochs       optimiser epochs (networks); None for closed-form fits
     max_minutes  a wall-clock guard only (a result that hit it says so); None: no guard
-    options      family settings: sigma/lambda grids, model sizes, training hyperparameters
+    options      family settings: sigma/lambda grids, "model" (config overrides), "train" (optax loop
+                 settings), "forces" (train on forces too), "reference"/"note" (shown in compare's plan)
     """
 
     n_train: tuple = ()
@@ -74,6 +75,7 @@ class ModelSpec:
     from_flags    from_flags(flags: dict, data) -> (config, budget): the CLI's train flags to a config
     config_json   config_json(config) -> dict saved in the model file; config_from_json inverts it
     float64       evaluate under float64 (kernel methods: the accuracy of the closed-form fit)
+    predict_batch molecules per call of the one prediction path
     init          init(config, key, example, stats) -> untrained params (trainable families; None otherwise)
     defaults      config settings that differ from the config class's defaults (sgdml: symmetric=True)
     variants      {method name: config overrides}: the methods `compare` runs (default {name: {}})
@@ -101,6 +103,7 @@ class ModelSpec:
     config_json: Callable = dataclasses.asdict
     config_from_json: Callable | None = None
     float64: bool = False
+    predict_batch: int = 64
     variants: Mapping | None = None
     force_field: Callable = lambda config, header: True
     atom_order: Callable = lambda config, params: None
@@ -244,9 +247,13 @@ def get(name: str) -> ModelSpec:
 
 
 def methods() -> dict:
-    """{method name: (spec, config overrides)} over every registered family, in registration order."""
+    """{method name: (spec, config overrides)} over every registered family: the built-in ones first in
+    table order, then the others in registration order."""
+    builtin = [f"jaxqc.models.{m}" for m in _BUILTIN]
+    order = sorted(names(), key=lambda n: (builtin.index(_SPECS[n].module) if _SPECS[n].module in builtin
+                                           else len(builtin)))
     out = {}
-    for n in names():
+    for n in order:
         spec = _SPECS[n]
         for m, overrides in spec.methods().items():
             out[m] = (spec, dict(overrides))

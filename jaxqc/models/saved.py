@@ -65,11 +65,11 @@ class Model:
         """The params energy_fn takes (spec.prepare of the saved ones)."""
         return self.spec.prepare(self.config, self.params)
 
-    def predictor(self, forces: bool, batch_size: int = 64):
+    def predictor(self, forces: bool, batch_size: int | None = None):
         """predict(data, idx) -> (E, F or None) through the one prediction path (models.predict)."""
         from .predict import predictor
 
-        fn = predictor(self.energy_fn, forces, batch_size, float64=self.spec.float64,
+        fn = predictor(self.energy_fn, forces, batch_size or self.spec.predict_batch, float64=self.spec.float64,
                        n_atoms=self.spec.n_atoms(self.config, self.params), config=self.config)
         params = self.prepared_params()
         predict = lambda data, idx=None: fn(params, data, idx)  # noqa: E731

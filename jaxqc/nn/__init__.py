@@ -1,3 +1,2 @@
-"""Neural networks for molecules: DTNN, SchNet (flax, sharing layers.py) and Cormorant (e3nn-jax)."""
-
-NETWORK_KINDS = ("schnet", "dtnn", "cormorant")  # the keys of model.NETWORKS (kept light for the CLI)
+"""Neural networks for molecules: DTNN, SchNet (flax, sharing layers.py) and Cormorant (e3nn-jax);
+registered as model families in jaxqc/models/."""

@@ -1,4 +1,6 @@
-"""Networks as jaxqc potentials: one registry, one energy function, statistics from the training data.
+"""Networks as jaxqc potentials: statistics from the training data, and the network helpers that
+experiments and tests call by name (delegating to the model registry, jaxqc.models, which owns the
+families: jaxqc/models/network.py builds every network's energy and init).
 
 params = {"net": flax parameters (trained), "stats": {"scale", "shift", "atom_ref"} (fixed, from the
 training data)}. energy(params, molecules) -> [B] kcal/mol (or the target's unit) is a pure function;
@@ -6,67 +8,44 @@ forces are potential.forces_fn(energy). For a QM9 property the "energy" is the p
 """
 from __future__ import annotations
 
-import dataclasses
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..data.molecules import Dataset, Molecules
 from ..errors import JaxqcError
-from . import NETWORK_KINDS
-from .cormorant import Cormorant, CormorantConfig
-from .dtnn import DTNN, DTNNConfig
-from .layers import atomwise_mean, atomwise_sum
-from .schnet import SchNet, SchNetConfig
 
-NETWORKS = {"schnet": (SchNetConfig, SchNet), "dtnn": (DTNNConfig, DTNN), "cormorant": (CormorantConfig, Cormorant)}
-assert tuple(NETWORKS) == NETWORK_KINDS
 INTENSIVE = ("HOMO", "LUMO", "gap", "mu", "alpha", "R2", "Cv", "A", "B", "C")  # mean readout (mu, alpha: as SchNet does not use dipole heads)
 
 
+def _spec(kind: str):
+    from ..models import get
+
+    spec = get(kind)
+    if spec.init is None:
+        raise JaxqcError(f"{kind!r} is not a network; trainable networks: "
+                         f"{', '.join(n for n in _names() if get(n).init is not None)}")
+    return spec
+
+
+def _names():
+    from ..models import names
+
+    return names()
+
+
 def config_for(kind: str, **overrides):
-    if kind not in NETWORKS:
-        raise JaxqcError(f"unknown network {kind!r}; one of {', '.join(NETWORKS)}")
-    return NETWORKS[kind][0](**overrides)
-
-
-def config_from_dict(kind: str, d: dict):
-    fields = {f.name for f in dataclasses.fields(NETWORKS[kind][0])}
-    return NETWORKS[kind][0](**{k: v for k, v in d.items() if k in fields})
-
-
-def describe(kind: str, config) -> str:
-    """One line for logs and model info: 'schnet, 128 features, 6 interactions, cutoff 5 Å'."""
-    sizes = {"cormorant": (("channels", "channels"), ("cg_levels", "CG levels"), ("l_max", "l_max"))}.get(
-        kind, (("features", "features"), ("interactions", "interactions")))
-    parts = [f"{getattr(config, name)} {label}" if label != "l_max" else f"l_max {config.l_max}" for name, label in sizes]
-    cutoff = getattr(config, "cutoff_ang", None)
-    parts.append("all pairs" if cutoff is None else f"cutoff {cutoff:g} Å")
-    return ", ".join([kind, *parts])
+    """The config of the registered network `kind` with `overrides`."""
+    return _spec(kind).make_config(**overrides)
 
 
 def make_energy(kind: str, config):
     """energy(params, molecules) -> [B]: the network's atom outputs, scaled, shifted, referenced, summed
     (or averaged for config.readout == 'mean')."""
-    net = NETWORKS[kind][1](config)
-
-    def energy(params, molecules: Molecules):
-        y = net.apply({"params": params["net"]}, molecules.Z, molecules.R, molecules.mask,
-                      edges=molecules.edges)  # [B, A]; edges: used by config.pair_list == "edges"
-        s = params["stats"]
-        if config.readout == "mean":
-            return atomwise_mean(y, molecules.mask, s["scale"], s["shift"])
-        return atomwise_sum(y, molecules.mask, molecules.Z, s["scale"], s["shift"], s["atom_ref"])
-
-    return energy
+    return _spec(kind).energy(config)
 
 
 def init_params(kind: str, config, key, example: Molecules, stats: dict) -> dict:
-    net = NETWORKS[kind][1](config)
-    # one compilation, not one per op; the parameters do not depend on example.edges (same with or without)
-    variables = jax.jit(net.init)(key, example.Z, example.R, example.mask, edges=example.edges)
-    return {"net": variables["params"], "stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()}}
+    """Untrained params {"net", "stats"} of the registered network `kind` (one compilation)."""
+    return _spec(kind).init(config, key, example, stats)
 
 
 def label_of(data: Dataset, target: str) -> np.ndarray:
