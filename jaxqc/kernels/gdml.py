@@ -1,5 +1,9 @@
 """GDML and sGDML: energy-conserving kernel force fields (Chmiela et al. 2017, 2018).
 
+(~650 lines on purpose: descriptor, Hessian-kernel tiles, the dense and matrix-free solvers and the
+prediction share the descriptor layout and the pair coefficients; split apart, each piece would have to
+restate them. The model family's spec is jaxqc/models/gdml.py.)
+
 One molecule of N atoms (fixed order), descriptor x(R) [D = N(N-1)/2] = inverse pairwise distances
 1/|r_i - r_j| (i < j, 1/Å). Scalar Matérn-5/2 kernel on descriptors, with s = sqrt(5)/sigma and
 d = |x - x'|:
