@@ -54,9 +54,67 @@ def _budget_from(d: dict, budget):
         raise JaxqcError(f"budget settings {d}: {err}") from None
 
 
+POSITIVE_FLAGS = ("n_train", "epochs", "batch_size", "features", "interactions", "cg_rank")
+POSITIVE_FLOATS = ("lr", "time_budget", "cutoff", "cg_tol")
+
+
+def check_flags(args) -> None:
+    """One-line errors for values that cannot train anything (before any data is read)."""
+    for name in POSITIVE_FLAGS:
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise JaxqcError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if getattr(args, "l_max", None) is not None and args.l_max < 0:
+        raise JaxqcError(f"--l-max must be >= 0, got {args.l_max}")
+    if getattr(args, "n_valid", None) is not None and args.n_valid < 1:
+        raise JaxqcError(f"--n-valid must be >= 1, got {args.n_valid}")
+    for name in POSITIVE_FLOATS:
+        v = getattr(args, name, None)
+        if v is not None and not (np.isfinite(v) and v > 0):
+            raise JaxqcError(f"--{name.replace('_', '-')} must be a positive number, got {v:g}")
+    for name in ("sigma_grid", "lambda_grid"):
+        bad = [v for v in (getattr(args, name, None) or []) if not (np.isfinite(v) and v > 0)]
+        if bad:
+            raise JaxqcError(f"--{name.replace('_', '-')} values must be positive numbers, got {bad[0]:g}")
+
+
+def check_out(args) -> None:
+    """Refuse to overwrite a finished model or run, or to resume a run that is not there (before training)."""
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        if out.is_dir():
+            raise JaxqcError(f"--out {out}: is a directory; give a model file name (*.npz) or another directory")
+        if out.exists():
+            raise JaxqcError(f"--out {out}: a file is already there; choose another name or remove it")
+        if args.resume:
+            raise JaxqcError("--resume continues a run directory; --out names a model file")
+        return
+    if out.exists() and not out.is_dir():
+        raise JaxqcError(f"--out {out}: a file is already there; give a run directory")
+    has_run = out.is_dir() and any((out / f).exists() for f in ("model.npz", "checkpoint.npz"))
+    if args.resume and not (out / "checkpoint.npz").exists():
+        raise JaxqcError(f"--resume: {out} has no checkpoint.npz to continue (train without --resume to start)")
+    if has_run and not args.resume:
+        raise JaxqcError(f"--out {out}: holds a run already (model.npz / checkpoint.npz); add --resume to continue "
+                         f"it or choose another --out")
+
+
+def check_resume_split(out: Path, split: dict) -> None:
+    """--resume must continue on the split the run was started with (same training and validation frames)."""
+    from .potential import load_model
+
+    path = out / "model.npz"
+    if not path.exists():
+        return
+    prov = load_model(path)[2]["provenance"]
+    for k in ("train", "valid"):
+        saved = np.asarray(prov.get(f"{k}_idx", []))
+        if len(saved) and (len(saved) != len(split[k]) or np.any(np.sort(saved) != np.sort(np.asarray(split[k])))):
+            raise JaxqcError(f"--resume: the run in {out} was trained on another {k} split ({len(saved)} "
+                             f"molecules, now {len(split[k])}); use the same --n-train/--n-valid/--seed")
+
+
 def train_split(spec, data, args) -> dict:
-    if args.n_train is None or args.n_train < 1:
-        raise JaxqcError(f"--n-train must be >= 1, got {args.n_train}")
     if spec.split is not None:
         return spec.split(data, args.n_train, args.n_valid, args.seed)
     from .train.run import make_split
@@ -72,10 +130,14 @@ def cmd_train(args) -> int:
 
     if args.coordinator or args.num_processes:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    check_flags(args)
+    check_out(args)
     data = io.read(args.data)
     spec, config, budget, target = resolve_train(args, data)
     split = train_split(spec, data, args)
     out = Path(args.out)
+    if args.resume:
+        check_resume_split(out, split)
     file_out = out.suffix == ".npz"
     t0 = time.perf_counter()
     fitted = spec.fit(config, data, split, jax.random.PRNGKey(args.seed), budget, out=None if file_out else out,

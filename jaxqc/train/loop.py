@@ -169,7 +169,8 @@ def _progress(epoch, cfg, t_run, meta, row, end=False):
         left = max(0.0, 60 * cfg.time_budget_min - t_run)
     else:
         left = t_run / max(1, epoch + 1 - meta["start_epoch"]) * (cfg.epochs - epoch - 1)
-    metric = row.get("valid_forces_mae", row.get("valid_energy_mae"))
+    # the metric that selects the model: forces when they are trained, else the energy (or property)
+    metric = row.get("valid_forces_mae", row["valid_energy_mae"]) if cfg.force_weight > 0 else row["valid_energy_mae"]
     of = f"/{cfg.epochs}" if cfg.epochs < 10**8 else ""  # a time budget without an epoch limit: no total
     print(f"\r  epoch {epoch + 1}{of}  loss {row['train_loss']:.4g}  valid MAE {metric:.4g}  "
           f"lr {row['lr']:.2e}  {t_run:.0f} s  ETA {left:.0f} s   ", end="\n" if end else "", file=sys.stderr,
