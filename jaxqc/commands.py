@@ -219,6 +219,7 @@ def cmd_evaluate(args) -> int:
     if len(idx) == 0:
         raise JaxqcError(f"{args.data}: no molecules in {frames}")
     check_model_input(model, data.subset(idx), args.data)
+    check_labels(model, data, args.data)  # before predicting: a wrong data set fails in a second, not minutes
     forces = model.is_force_field and data.F is not None
     E, F = model.predictor(forces)(data, idx)
     result = {}
@@ -228,19 +229,27 @@ def cmd_evaluate(args) -> int:
         if forces:
             mask = data.Z[idx] > 0
             result["forces"] = {**mae_rmse(F[mask], data.F[idx][mask]), "unit": "kcal/mol/Å"}
-        if not result:
-            raise DataError(f"{args.data}: no energies or forces to evaluate against")
     else:
         E = E.reshape(len(idx), -1)
         units = model.header.get("units", {})
         for k, t in enumerate(model.targets):
-            if t not in data.props:
-                raise DataError(f"{args.data}: no {t!r} values to evaluate against (it has "
-                                f"{', '.join(sorted(data.props)) or 'no properties'})")
             result[t] = {**mae_rmse(E[:, k], data.props[t][idx]), "unit": units.get(t, units.get("target", ""))}
     result.update(n=int(len(idx)), frames=frames)
     print_result(result, f"{len(idx)} molecules ({frames})", args.json)
     return 0
+
+
+def check_labels(model, data, source: str) -> None:
+    """A one-line DataError unless `data` has what the model predicts (energies/forces, or its targets)."""
+    if model.target == "energy":
+        if data.E is None and not (model.is_force_field and data.F is not None):
+            raise DataError(f"{source}: no energies or forces to evaluate against (the model predicts the energy; "
+                            f"the data set has {', '.join(data.labels) or 'no labels'})")
+        return
+    missing = [t for t in model.targets if t not in data.props]
+    if missing:
+        raise DataError(f"{source}: no {missing[0]!r} values to evaluate against (it has "
+                        f"{', '.join(sorted(data.props)) or 'no properties'})")
 
 
 def check_model_input(model, data, source: str) -> None:
