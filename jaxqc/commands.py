@@ -218,6 +218,7 @@ def cmd_evaluate(args) -> int:
     idx, frames = evaluation_rows(model, data, args.split, args.data)
     if len(idx) == 0:
         raise JaxqcError(f"{args.data}: no molecules in {frames}")
+    data = in_model_order(model, data, args.data)
     check_model_input(model, data.subset(idx), args.data)
     check_labels(model, data, args.data)  # before predicting: a wrong data set fails in a second, not minutes
     forces = model.is_force_field and data.F is not None
@@ -237,6 +238,37 @@ def cmd_evaluate(args) -> int:
     result.update(n=int(len(idx)), frames=frames)
     print_result(result, f"{len(idx)} molecules ({frames})", args.json)
     return 0
+
+
+def in_model_order(model, data, source: str):
+    """`data` with its atoms in the model's order, for a model of one molecule (spec.atom_order) whose data
+    list the same atoms in another order: the mapping comes from the element-labelled bond graph
+    (kernels.symmetries.map_atoms) and is announced on stderr. Other data are returned unchanged."""
+    z = model.spec.atom_order(model.config, model.params)
+    R_ref = model.spec.reference_geometry(model.config, model.params)
+    if z is None or R_ref is None or data.max_atoms != len(z) or np.all(data.Z == z[None]):
+        return data
+    if np.any(data.Z != data.Z[:1]):
+        return data  # frames in several orders: check_model_input says which
+    perm = atom_mapping(z, R_ref, data.Z[0], data.R[0], source)
+    print(f"jaxqc: note: {source} lists the atoms in another order than the model; mapped by the bond graph "
+          f"(model atom k = data atom {perm.tolist()}[k])", file=sys.stderr)
+    from .data.molecules import Dataset
+
+    return Dataset(Z=data.Z[:, perm], R=data.R[:, perm], E=data.E, F=None if data.F is None else data.F[:, perm],
+                   props=data.props, units=data.units, meta={**data.meta, "atom_map": perm.tolist()})
+
+
+def atom_mapping(z, R_ref, Z, R, source: str) -> np.ndarray:
+    """perm with Z[perm] == z (kernels.symmetries.map_atoms), or a one-line DataError saying why not."""
+    from .kernels.symmetries import map_atoms
+    from .md.models import formula
+
+    try:
+        return map_atoms(z, R_ref, Z, R)
+    except DataError as err:
+        raise DataError(f"{source}: the model is for {formula(z)} in its own atom order and no consistent "
+                        f"mapping of these atoms ({formula(Z)}) onto it exists: {err}") from None
 
 
 def check_labels(model, data, source: str) -> None:
@@ -295,6 +327,14 @@ def cmd_md(args) -> int:
     n = int(start.n_atoms[k])
     Z, R = start.Z[k, :n], start.R[k, :n]
     where = f"{args.start} frame {k}"
+    z = info["z"]
+    if z is not None and info.get("R_ref") is not None and len(Z) == len(z) and np.any(Z != z) \
+            and sorted(Z.tolist()) == sorted(np.asarray(z).tolist()):
+        perm = atom_mapping(z, info["R_ref"], Z, R, where)
+        Z, R = Z[perm], R[perm]
+        print(f"jaxqc: note: {where} lists the atoms in another order than the model; mapped by the bond graph "
+              f"(the trajectory is written in the model's order: atom k = start atom {perm.tolist()}[k])",
+              file=sys.stderr)
     mdm.check_geometry(info, Z, where=where)
     if info["z"] is None and info["elements"] is None and not args.quiet:
         print(f"jaxqc: note: {args.model} does not record the elements it was trained on; only checked that "

@@ -277,7 +277,8 @@ def bad_inputs(ethanol, tmp_path_factory):
     write_xyz(tmp / "methane.xyz", ["C", "H", "H", "H", "H"],
               [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
     order = [2, 0, 1, 3, 4, 5, 6, 7, 8]
-    write_xyz(tmp / "reordered.xyz", [Zs[i] for i in order], ethanol.R[0][order])
+    write_xyz(tmp / "reordered.xyz", [Zs[i] for i in order], ethanol.R[0][order])  # the same molecule: mapped
+    write_xyz(tmp / "relabelled.xyz", [Zs[i] for i in order], ethanol.R[0])  # O where a C is: no mapping
     write_xyz(tmp / "with_n.xyz", ["N" if s == "O" else s for s in Zs], ethanol.R[0])
     save_model(tmp / "krr.npz", "krr", {"alpha": np.zeros(3)}, {}, {}, {})
     save_network(tmp / "homo", ethanol, target="HOMO", features=8)
@@ -290,7 +291,7 @@ def bad_inputs(ethanol, tmp_path_factory):
     ("krr", "a krr model of the property 'U0', not a potential energy"),
     ("property_net", "property 'HOMO', not a potential energy"),
     ("atom_count", "5 atoms (CH4); the sgdml model is for 9 atoms (C2OH6)"),
-    ("atom_order", "atom 0 is O, the sgdml model has C there"),
+    ("atom_order", "no consistent mapping of these atoms (OC2H6) onto it exists"),
     ("unknown_element", "element(s) N not in the model's training data (elements H C O)"),
     ("dt", "--dt-fs must be positive, got 0"),
     ("steps", "--steps must be >= 1, got -5"),
@@ -309,7 +310,7 @@ def test_cli_md_errors_are_one_line(case, expect, model_file, network_dir, bad_i
     elif case == "atom_count":
         start = str(bad_inputs / "methane.xyz")
     elif case == "atom_order":
-        start = str(bad_inputs / "reordered.xyz")
+        start = str(bad_inputs / "relabelled.xyz")
     elif case == "unknown_element":
         model, start = str(network_dir), str(bad_inputs / "with_n.xyz")
     elif case == "frame":

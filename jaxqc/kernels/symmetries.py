@@ -157,3 +157,41 @@ def find_permutations(Z, R, max_frames: int = 1000, seed: int = 0, bond_tol_ang:
     info = {"n_frames": int(len(R)), "n_distinct_matches": len(matches), "n_candidates_kept": len(kept),
             "n_perms": int(len(perms)), "n_bonds": int(len(bonds))}
     return perms, info
+
+
+def map_atoms(z_ref, R_ref, Z, R) -> np.ndarray:
+    """perm [N] with Z[perm] == z_ref and the bond graph of R[perm] equal to that of R_ref: the same
+    molecule listed in another atom order, mapped by its element-labelled covalent bond graph (atoms that
+    the graph cannot tell apart are assigned by shape, as match_to_reference does). DataError when the
+    formulas differ or no consistent mapping exists."""
+    z_ref, Z = np.asarray(z_ref).ravel(), np.asarray(Z).ravel()
+    if sorted(z_ref.tolist()) != sorted(Z.tolist()):
+        raise DataError("different elements or atom counts: not the same molecule")
+    A_ref, A = bond_graph(z_ref, R_ref), bond_graph(Z, R)
+    c_ref, c = atom_classes(z_ref, A_ref), atom_classes(Z, A)
+    if sorted(c_ref.tolist()) != sorted(c.tolist()):
+        raise DataError("the bond graphs differ (another isomer, or a bond broken in this geometry)")
+    D, D_ref = distance_matrix(R), distance_matrix(R_ref)
+    cost = ((np.sort(D_ref, 1)[:, None, :] - np.sort(D, 1)[None, :, :]) ** 2).sum(-1)  # [N ref, N data]
+    X = R_ref - R_ref.mean(0)
+    Y = R - R.mean(0)
+    perm = _assign_between(cost, c_ref, c)
+    for _ in range(10):  # refine by shape: align, re-assign within classes
+        u, _, vt = np.linalg.svd(Y[perm].T @ X)
+        new = _assign_between(((X[:, None, :] - (Y @ (u @ vt))[None, :, :]) ** 2).sum(-1), c_ref, c)
+        if np.array_equal(new, perm):
+            break
+        perm = new
+    if not np.array_equal(A[np.ix_(perm, perm)], A_ref):
+        raise DataError("no atom mapping keeps every bond: not the same molecule")
+    return perm
+
+
+def _assign_between(cost, classes_ref, classes) -> np.ndarray:
+    """perm [N]: reference atom k gets the data atom perm[k] of its class, minimising the summed cost."""
+    perm = np.empty(len(classes_ref), int)
+    for cl in np.unique(classes_ref):
+        rows_ref, cols = np.flatnonzero(classes_ref == cl), np.flatnonzero(classes == cl)
+        r, k = linear_sum_assignment(cost[np.ix_(rows_ref, cols)])
+        perm[rows_ref[r]] = cols[k]
+    return perm

@@ -65,7 +65,8 @@ def load_potential(path):
     max_z = int(getattr(model.config, "max_z", 0) or (max(elements) if elements else 118))
     info = {"z": z, "elements": None if elements is None else sorted(int(e) for e in elements), "max_z": max_z,
             "description": model.describe() if z is None else f"{model.describe()}, {formula(z)}",
-            "provenance": model.provenance, "kind": model.kind, "path": str(path), "float64": model.spec.float64}
+            "provenance": model.provenance, "kind": model.kind, "path": str(path), "float64": model.spec.float64,
+            "R_ref": model.spec.reference_geometry(model.config, model.params)}
     return model.energy_fn, params, info
 
 

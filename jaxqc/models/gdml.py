@@ -148,6 +148,7 @@ def _spec(name, symmetric, description, curve_quick, reference=None):
         config_from_json=lambda d: _config(d, symmetric), float64=True, prepare=prepare, split=default_split,
         atom_order=lambda config, params: np.asarray(params["z"], np.int32),
         symmetries=lambda config, params: np.asarray(params["perms"]),
+        reference_geometry=lambda config, params: np.asarray(params["R_train"][0], np.float64),
         n_atoms=lambda config, params: int(np.shape(params["z"])[0]), defaults={"symmetric": symmetric},
         budgets=_budgets(curve_quick, (100, 200, 500, 1000), reference), predict_batch=256)
 

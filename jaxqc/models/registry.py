@@ -83,6 +83,8 @@ class ModelSpec:
     symmetries    symmetries(config, params) -> [P, A] atom permutations the model is invariant to, or None for
                   every permutation of like atoms (sGDML: its detected group; GDML: the identity)
     atom_order    the model is of one molecule in a fixed atom order (gdml): fn(config, params) -> Z or None
+    reference_geometry  a geometry [A, 3] Å of a model of one molecule in the model's atom order (to map
+                  data that list the same atoms in another order): fn(config, params) -> R or None
     n_atoms       a fixed atom width of its input (KRR's sorted Coulomb matrix): fn(config, params) -> int or None
     prepare       prepare(config, params) -> the params energy() takes, from the saved ones (gdml: centres
                   and coefficients from the training geometries); default: the saved params themselves
@@ -108,6 +110,7 @@ class ModelSpec:
     force_field: Callable = lambda config, header: True
     atom_order: Callable = lambda config, params: None
     symmetries: Callable = lambda config, params: None
+    reference_geometry: Callable = lambda config, params: None
     n_atoms: Callable = lambda config, params: None
     prepare: Callable = lambda config, params: params
     split: Callable | None = None
