@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .models.registry import BUILTIN_NAMES
 
     parser = argparse.ArgumentParser(prog="jaxqc", description="Machine learning for quantum chemistry in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
                         help="import a Python file or module that registers models (jaxqc.models.register); "
                              "also JAXQC_PLUGINS and the jaxqc.models entry-point group")
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--l-max", type=int, default=None, help="cormorant: largest l of the spherical features")
     train.add_argument("--cutoff", type=float, default=None, help="networks cutoff in Å")
     train.add_argument("--resume", action="store_true", help="networks: continue the run in --out")
+    train.add_argument("--overwrite", action="store_true", help="replace the model or run already at --out")
     train.add_argument("--devices", type=int, default=None, help="networks: local devices to use (default all)")
     train.add_argument("--coordinator", default=None, help="multi-host: coordinator address host:port")
     train.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
@@ -235,6 +238,25 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("jaxqc: interrupted (a network run keeps its last checkpoint: add --resume)", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the safety net: a bug, not a bad input; the checks come first
+        if "--debug" in argv:
+            raise
+        return internal_error(err)
+
+
+INTERNAL_ERROR = 3  # exit code of an unexpected exception (2: a bad input or setting)
+
+
+def internal_error(err: Exception) -> int:
+    """One line on stderr and the full traceback in a log file whose path it prints."""
+    import tempfile
+    import traceback
+
+    log = Path(tempfile.gettempdir()) / f"jaxqc-error-{os.getpid()}.log"
+    log.write_text("".join(traceback.format_exception(err)))
+    print(f"jaxqc: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+          f"(traceback in {log}; --debug shows it here)", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -84,8 +84,9 @@ def check_out(args) -> None:
     if out.suffix == ".npz":
         if out.is_dir():
             raise JaxqcError(f"--out {out}: is a directory; give a model file name (*.npz) or another directory")
-        if out.exists():
-            raise JaxqcError(f"--out {out}: a file is already there; choose another name or remove it")
+        if out.exists() and not args.overwrite:
+            raise JaxqcError(f"--out {out}: a model file is already there; add --overwrite to replace it or "
+                             f"choose another name")
         if args.resume:
             raise JaxqcError("--resume continues a run directory; --out names a model file")
         return
@@ -94,9 +95,9 @@ def check_out(args) -> None:
     has_run = out.is_dir() and any((out / f).exists() for f in ("model.npz", "checkpoint.npz"))
     if args.resume and not (out / "checkpoint.npz").exists():
         raise JaxqcError(f"--resume: {out} has no checkpoint.npz to continue (train without --resume to start)")
-    if has_run and not args.resume:
+    if has_run and not args.resume and not args.overwrite:
         raise JaxqcError(f"--out {out}: holds a run already (model.npz / checkpoint.npz); add --resume to continue "
-                         f"it or choose another --out")
+                         f"it, --overwrite to replace it, or choose another --out")
 
 
 def check_resume_split(out: Path, split: dict) -> None:

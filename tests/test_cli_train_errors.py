@@ -41,7 +41,7 @@ def test_out_that_is_a_directory_or_an_existing_model(tmp_path, capsys):
     assert "is a directory" in capsys.readouterr().err
     (tmp_path / "m.npz").write_bytes(b"keep me")
     assert _train(tmp_path, method="sgdml", out="m.npz") == 2
-    assert "a file is already there" in capsys.readouterr().err
+    assert "a model file is already there; add --overwrite" in capsys.readouterr().err
     assert (tmp_path / "m.npz").read_bytes() == b"keep me"
 
 
@@ -57,6 +57,35 @@ def test_a_finished_run_is_not_overwritten_and_resume_checks_its_split(tmp_path,
                  "--resume", "--out", str(tmp_path / "run")]) == 2
     assert "trained on another train split" in capsys.readouterr().err
     assert (tmp_path / "run" / "model.npz").read_bytes() == before
+
+
+def test_overwrite_replaces_a_model_on_request(tmp_path, capsys):
+    args = ["train", "sgdml", "--data", "ethanol-xtb", "--n-train", "20", "--n-valid", "10", "--sigma-grid", "20",
+            "--out", str(tmp_path / "m.npz")]
+    assert main(args) == 0
+    first = (tmp_path / "m.npz").read_bytes()
+    assert main(args) == 2
+    assert main([*args, "--overwrite", "--seed", "1"]) == 0
+    assert (tmp_path / "m.npz").read_bytes() != first
+
+
+def test_an_unexpected_exception_is_one_line_with_a_log(monkeypatch, capsys):
+    """The safety net: a bug (not a bad input) gives exit 3, one line naming a log with the traceback."""
+    import re
+
+    from jaxqc import commands
+
+    def broken(args):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(commands, "cmd_data_info", broken)
+    assert main(["data", "info", "ethanol-xtb"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RuntimeError: something inside broke" in err
+    log = re.search(r"traceback in (\S+);", err).group(1)
+    assert "Traceback" in open(log).read() and "broken" in open(log).read()
+    with pytest.raises(RuntimeError):
+        main(["--debug", "data", "info", "ethanol-xtb"])
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
