@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     mdp.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the Langevin noise")
     mdp.add_argument("--write-every", type=int, default=10, help="steps between written frames (default 10)")
     mdp.add_argument("--float32", action="store_true", help="integrate in float32 (default float64)")
+    mdp.add_argument("--max-temperature-k", type=float, default=-1.0,
+                     help="guard: stop above this temperature (default max(5000 K, 10 x --temperature-k))")
+    mdp.add_argument("--max-drift-kcal-mol-atom", type=float, default=1.0,
+                     help="guard (NVE): stop when the total energy drifts by more than this per atom (default 1)")
+    mdp.add_argument("--bond-range-ang", type=float, nargs=2, default=(0.5, 3.0), metavar=("MIN", "MAX"),
+                     help="guard: stop when a bond of the start geometry leaves [MIN, MAX] Å (default 0.5 3.0)")
+    mdp.add_argument("--no-guards", action="store_true", help="turn the three guards off (non-finite still stops)")
     mdp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     mdp.add_argument("--out", required=True, help="trajectory file to write (.extxyz)")
 

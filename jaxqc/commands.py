@@ -317,7 +317,10 @@ def cmd_md(args) -> int:
 
     cfg = MDConfig(steps=args.steps, dt_fs=args.dt_fs, temperature_k=args.temperature_k, ensemble=args.ensemble,
                    friction_per_fs=args.friction_per_fs, seed=args.seed, write_every=args.write_every,
-                   float64=not args.float32).check()
+                   float64=not args.float32,
+                   max_temperature_k=None if args.no_guards else args.max_temperature_k,
+                   max_drift_kcal_mol_atom=None if args.no_guards else args.max_drift_kcal_mol_atom,
+                   bond_range_ang=None if args.no_guards else tuple(args.bond_range_ang)).check()
     if not str(args.out).lower().endswith((".extxyz", ".xyz")):
         raise JaxqcError(f"--out {args.out}: the trajectory is extended XYZ; name it *.extxyz")
     energy, params, info = mdm.load_potential(args.model)

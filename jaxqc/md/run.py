@@ -40,7 +40,17 @@ class MDConfig:
     seed: int = 0                         # initial velocities and Langevin noise
     write_every: int = 10                 # steps between recorded frames
     float64: bool = True                  # positions, velocities, energies and forces in float64
-    block_steps: int = 2000               # steps per jitted call: progress and NaN checks in between
+    block_steps: int = 2000               # steps per jitted call: progress and guard checks in between
+    # guards (checked on every recorded frame; the run stops at the first frame outside, keeping the ones
+    # before): None turns one off
+    max_temperature_k: float | None = -1.0    # -1: max(5000 K, 10 x temperature_k)
+    max_drift_kcal_mol_atom: float | None = 1.0  # NVE: |E_total - E_total(0)| per atom
+    bond_range_ang: tuple | None = (0.5, 3.0)    # bonds of the start geometry must stay within this range
+
+    def temperature_limit_k(self) -> float | None:
+        if self.max_temperature_k is None:
+            return None
+        return max(5000.0, 10.0 * self.temperature_k) if self.max_temperature_k < 0 else self.max_temperature_k
 
     def check(self) -> "MDConfig":
         """JaxqcError with a one-line reason for settings that cannot run."""
@@ -54,6 +64,10 @@ class MDConfig:
             (self.ensemble != "nvt" or self.friction_per_fs > 0,
              f"--friction-per-fs must be positive for nvt, got {self.friction_per_fs:g}"),
             (self.block_steps >= 1, f"block_steps must be >= 1, got {self.block_steps}"),
+            (self.max_drift_kcal_mol_atom is None or self.max_drift_kcal_mol_atom > 0,
+             f"--max-drift-kcal-mol-atom must be positive, got {self.max_drift_kcal_mol_atom}"),
+            (self.bond_range_ang is None or 0 <= self.bond_range_ang[0] < self.bond_range_ang[1],
+             f"--bond-range-ang must be MIN < MAX, got {self.bond_range_ang}"),
         ]
         for ok, message in problems:
             if not ok:
@@ -147,6 +161,34 @@ def _finite(traj) -> np.ndarray:
             & np.isfinite(traj.E))
 
 
+def guard_check(traj, cfg: MDConfig, masses, E_total0: float, bonds) -> tuple[int, str] | None:
+    """(index of the first recorded frame outside the guards, why) or None when every frame is sane.
+    bonds: (i, j) index arrays of the start geometry's covalent bonds."""
+    log = energy_log(traj.step, traj.E, traj.v, masses, cfg.dt_fs)
+    n_atoms = len(masses)
+    bad = []
+    t_max = cfg.temperature_limit_k()
+    if t_max is not None:
+        hot = np.flatnonzero(log["temperature_K"] > t_max)
+        if len(hot):
+            bad.append((hot[0], f"temperature {log['temperature_K'][hot[0]]:.4g} K above {t_max:g} K"))
+    if cfg.ensemble == "nve" and cfg.max_drift_kcal_mol_atom is not None:
+        drift = np.abs(log["total_kcal_mol"] - E_total0) / n_atoms
+        off = np.flatnonzero(drift > cfg.max_drift_kcal_mol_atom)
+        if len(off):
+            bad.append((off[0], f"total energy drifted by {drift[off[0]]:.4g} kcal/mol per atom (NVE; limit "
+                                f"{cfg.max_drift_kcal_mol_atom:g})"))
+    if cfg.bond_range_ang is not None and len(bonds[0]):
+        lo, hi = cfg.bond_range_ang
+        d = np.linalg.norm(traj.R[:, bonds[0]] - traj.R[:, bonds[1]], axis=-1)  # [n, bonds] Å
+        out = np.flatnonzero(np.any((d < lo) | (d > hi), axis=1))
+        if len(out):
+            k = int(np.argmax((d[out[0]] < lo) | (d[out[0]] > hi)))
+            bad.append((out[0], f"bond {int(bonds[0][k])}-{int(bonds[1][k])} at {d[out[0], k]:.3g} Å, outside "
+                                f"[{lo:g}, {hi:g}] Å"))
+    return min(bad, key=lambda b: b[0]) if bad else None
+
+
 def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False) -> MDResult:
     """Integrate the molecule (Z [A], R0 [A, 3] Å) on `energy(params, molecules)` for cfg.steps steps.
 
@@ -167,6 +209,10 @@ def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False
             raise JaxqcError("the model gives a non-finite energy or forces at the start geometry")
         frames = [jax.tree_util.tree_map(lambda a: np.asarray(a)[None], state)]
         compiled, compile_s, run_s = {}, 0.0, 0.0
+        from ..kernels.symmetries import bond_graph
+
+        bonds = np.nonzero(np.triu(bond_graph(Z, np.asarray(R0, np.float64))))
+        E_total0 = float(energy_log(frames[0].step, frames[0].E, frames[0].v, m, cfg.dt_fs)["total_kcal_mol"][0])
 
         def advance(state, n_frames, every):
             nonlocal compile_s
@@ -199,6 +245,15 @@ def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False
                 first = int(np.argmin(_finite(steps))) + 1 + int(start.step)  # the bad frame, step by step
                 stopped = (f"non-finite positions or energy at step {first} (t = {first * cfg.dt_fs:g} fs); stopped, "
                            f"keeping the frames up to step {int(start.step)}")
+                break
+            insane = guard_check(traj, cfg, m, E_total0, bonds)
+            if insane is not None:
+                bad, why = insane
+                frames.append(jax.tree_util.tree_map(lambda a: a[:bad], traj))
+                step = int(traj.step[bad])
+                kept = int(traj.step[bad - 1]) if bad else int(state.step)
+                stopped = (f"{why} at step {step} (t = {step * cfg.dt_fs:g} fs): the simulation left the sane range; "
+                           f"stopped, keeping the frames up to step {kept}")
                 break
             frames.append(traj)
             state = new_state
