@@ -211,7 +211,12 @@ def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False
         compiled, compile_s, run_s = {}, 0.0, 0.0
         from ..kernels.symmetries import bond_graph
 
-        bonds = np.nonzero(np.triu(bond_graph(Z, np.asarray(R0, np.float64))))
+        R0_host = np.asarray(R0, np.float64)
+        bonds = np.nonzero(np.triu(bond_graph(Z, R0_host)))
+        if cfg.bond_range_ang is not None:  # guard the bonds that start inside the range (they can leave it)
+            d0 = np.linalg.norm(R0_host[bonds[0]] - R0_host[bonds[1]], axis=-1)
+            keep = (d0 >= cfg.bond_range_ang[0]) & (d0 <= cfg.bond_range_ang[1])
+            bonds = (bonds[0][keep], bonds[1][keep])
         E_total0 = float(energy_log(frames[0].step, frames[0].E, frames[0].v, m, cfg.dt_fs)["total_kcal_mol"][0])
 
         def advance(state, n_frames, every):
