@@ -25,7 +25,7 @@ def _md(model, out, *extra):
     (["--dt-fs", "1e6", "--steps", "50"], "the simulation left the sane range"),
     (["--max-temperature-k", "20"], "temperature"),
     (["--dt-fs", "2.0", "--max-drift-kcal-mol-atom", "1e-6"], "total energy drifted by"),
-    (["--bond-range-ang", "1.2", "3.0"], "outside [1.2, 3] Å"),
+    (["--bond-range-ang", "0.5", "1.12"], "outside [0.5, 1.12] Å"),  # the C-H and O-H bonds (start < 1.12 Å)
 ])
 def test_guards_stop_keep_frames_and_report(model, tmp_path, capsys, extra, reason):
     out = tmp_path / "t.extxyz"
