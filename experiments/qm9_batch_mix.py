@@ -24,7 +24,11 @@ from pathlib import Path
 from jaxqc.benchmark import nn_peer
 
 OUT = Path(__file__).parent / "results" / "qm9_batch_mix.json"
-BUCKETS = {"jaxqc, 8 buckets (size-homogeneous batches)": 8, "jaxqc, 1 bucket (mixed-size batches)": 1}
+VARIANTS = {  # label -> TrainConfig overrides of jaxqc's run
+    "jaxqc, 8 buckets (size-homogeneous batches)": {"n_buckets": 8},
+    "jaxqc, 1 bucket (mixed-size batches)": {"n_buckets": 1},
+    "jaxqc, 8 buckets, no gradient clipping (as schnetpack)": {"n_buckets": 8, "clip_norm": None},
+}
 
 
 def main(argv=None) -> dict:
@@ -34,6 +38,8 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="200 molecules, tiny SchNet, 3 epochs")
     p.add_argument("--no-peer", action="store_true", help="skip schnetpack")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--only", nargs="+", type=int, metavar="K",
+                   help="run only these jaxqc variants (0-based, in VARIANTS order) and no peer; merge into --out")
     args = p.parse_args(argv)
     nn_peer.set_single_thread()
     data, split = nn_peer.qm9_data(args.quick)
@@ -43,13 +49,15 @@ def main(argv=None) -> dict:
     epochs = 3 if args.quick else args.epochs
     runs = {}
     with tempfile.TemporaryDirectory(prefix="jaxqc_qm9_mix_") as tmp:
-        for label, n_buckets in BUCKETS.items():
+        for k, (label, overrides) in enumerate(VARIANTS.items()):
+            if args.only is not None and k not in args.only:
+                continue
             t0 = time.perf_counter()
             runs[label] = nn_peer.run_jaxqc(data, split, arch, nn_peer.QM9_RECIPE, 24 * 60.0, "U0", False,
-                                           Path(tmp) / f"b{n_buckets}", epochs=epochs, n_buckets=n_buckets)
+                                           Path(tmp) / f"v{k}", epochs=epochs, **overrides)
             runs[label]["wall_s"] = time.perf_counter() - t0
             print(f"{label}: {_line(runs[label])}", flush=True)
-    if not args.no_peer:
+    if not args.no_peer and args.only is None:
         try:
             runs["schnetpack"] = nn_peer.run_schnetpack(data, split, arch, nn_peer.QM9_RECIPE, 24 * 60.0, "U0", False,
                                                         epochs=epochs)
@@ -61,6 +69,8 @@ def main(argv=None) -> dict:
               "machine": {"platform": platform.platform(), "python": platform.python_version()},
               "runs": runs}
     out = Path(args.out)
+    if args.only is not None and out.exists():  # merge into the earlier runs of the same settings
+        result["runs"] = {**json.loads(out.read_text())["runs"], **runs}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=float))
     return result
