@@ -77,11 +77,21 @@ def test_predictor_compiles_once_per_bucket():
     split = {"train": np.arange(40), "valid": np.arange(40, 50)}
     fitted = spec.fit(spec.make_config(), data, split, None, budget, target="energy")
     model = models.saved.from_fit(spec, spec.make_config(), fitted)
-    predict = model.predictor(forces=False, batch_size=16)
-    E1, _ = predict(data, np.arange(100, 132))
-    n = predict.jitted._cache_size()
-    E2, _ = predict(data, np.arange(500, 532))  # other molecules, same bucket and batch shapes
-    assert predict.jitted._cache_size() == n == 1
+    from jaxqc.models.predict import predictor
+
+    traces = []
+
+    def energy(params, molecules):  # counts the traces (compilations) of the jitted prediction
+        traces.append(molecules.Z.shape)
+        return model.energy_fn(params, molecules)
+
+    fn = predictor(energy, False, 16, float64=True, n_atoms=spec.n_atoms(model.config, model.params),
+                   config=model.config)
+    params = model.prepared_params()
+    E1, _ = fn(params, data, np.arange(100, 132))
+    n = len(traces)
+    E2, _ = fn(params, data, np.arange(500, 532))  # other molecules, same bucket and batch shapes
+    assert len(traces) == n == 1
     # the jit-able energy() equals the closed-form KRR prediction (both float64)
     import jax
 
