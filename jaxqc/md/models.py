@@ -15,6 +15,7 @@ import numpy as np
 
 from ..elements import SYMBOLS
 from ..errors import DataError, ElementError, JaxqcError
+from ..models.predict import cast_params  # noqa: F401  (re-exported: md.run, the calculator, notebooks)
 
 
 def model_kind(path) -> str:
@@ -84,13 +85,6 @@ def training_elements(provenance: dict):
     if provenance.get("dataset_md5") not in (data.md5, data.meta.get("md5")):
         return None
     return sorted(int(z) for z in np.unique(data.Z[np.asarray(idx)]) if z > 0)
-
-
-def cast_params(params, dtype):
-    """params with every floating-point leaf as a jnp array of `dtype` (integer leaves unchanged)."""
-    from ..models.predict import cast_params as cast
-
-    return cast(params, dtype)
 
 
 def check_geometry(info: dict, Z, where: str = "start geometry") -> None:

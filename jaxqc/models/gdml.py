@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError, JaxqcError
 from ..kernels.gdml import GDMLConfig
-from .registry import Budget, Fitted, ModelSpec, register
+from .registry import Budget, Fitted, ModelSpec, config_fields, register
 
 # What the rMD17 protocol of `jaxqc compare --test` reproduces (shown in its plan; numbers in experiments/results).
 SGDML_REFERENCE = ("With --test on rMD17 ethanol split 01 (rmd17_ethanol_train_01 / test_01) the sgdml runs use "
@@ -154,10 +154,7 @@ def _spec(name, symmetric, description, curve_quick, reference=None):
 
 
 def _config(d: dict, symmetric: bool) -> GDMLConfig:
-    fields = {f.name for f in dataclasses.fields(GDMLConfig)}
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
-    cfg["symmetric"] = symmetric
-    return GDMLConfig(**cfg)
+    return GDMLConfig(**{**config_fields(GDMLConfig, d), "symmetric": symmetric})
 
 
 GDML = register(_spec("gdml", False, "GDML: kernel force field from forces (Chmiela 2017)", (50, 100, 200, 500)))

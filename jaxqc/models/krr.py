@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import JaxqcError
 from ..kernels.krr import KRRConfig
-from .registry import Budget, Fitted, ModelSpec, register
+from .registry import Budget, Fitted, ModelSpec, config_fields, register
 
 CHUNK = 1024  # training molecules per step of the prediction's distance map
 FRAME_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # x median L1 distance (Laplacian sigma)
@@ -152,8 +152,7 @@ def make_energy(config: KRRConfig):
 
 def config_from_json(d: dict) -> KRRConfig:
     """The resolved config, also from files of earlier versions (grid + the chosen 'sigma', 'lambda')."""
-    fields = {f.name for f in dataclasses.fields(KRRConfig)}
-    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
+    cfg = config_fields(KRRConfig, d)
     if d.get("sigma") is not None:
         cfg["sigmas"], cfg["lambdas"] = (float(d["sigma"]),), (float(d["lambda"]),)
     if cfg.get("bags") is not None:

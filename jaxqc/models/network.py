@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import JaxqcError
-from .registry import Budget, Fitted, ModelSpec
+from .registry import Budget, Fitted, ModelSpec, config_fields
 
 from ..nn.model import INTENSIVE  # noqa: E402  (targets with a mean readout)
 
@@ -166,11 +166,6 @@ def network_spec(name: str, config_class, module_class, description: str, budget
         energy=lambda config: module_energy(module_class, config),
         outputs=("energy", "forces", "property"), describe=describe_sizes(name, sizes), budgets=budgets,
         description=description, applies=applies, from_flags=make_from_flags(name, flag_fields),
-        config_from_json=lambda d: _config_from(config_class, d.get("model", d)),
+        config_from_json=lambda d: config_class(**config_fields(config_class, d.get("model", d))),
         init=lambda config, key, example, stats: init_params(module_class, config, key, example, stats),
     )
-
-
-def _config_from(config_class, d: dict):
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})

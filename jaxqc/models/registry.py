@@ -144,8 +144,13 @@ class ModelSpec:
         """The config from a saved dict (unknown keys ignored: files written by other versions load)."""
         if self.config_from_json is not None:
             return self.config_from_json(d)
-        fields = {f.name for f in dataclasses.fields(self.config_class)}
-        return self.config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+        return self.config_class(**config_fields(self.config_class, d))
+
+
+def config_fields(config_class, d: Mapping) -> dict:
+    """The entries of a saved config dict that are fields of `config_class` (lists as tuples)."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields}
 
 
 _SPECS: dict[str, ModelSpec] = {}
