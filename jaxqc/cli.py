@@ -27,6 +27,12 @@ def _add_units(p):
     p.add_argument("--length-unit", help="unit of positions in the file (Å, bohr, nm)")
 
 
+def _add_unit_check(p):
+    p.add_argument("--no-unit-check", action="store_true",
+                   help="read energies and forces even where they are far beyond what molecules have (by default "
+                        "that is refused as the sign of a wrong --energy-unit)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models.registry import BUILTIN_NAMES
 
@@ -44,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("source", help="registered name (qm9, ethanol-xtb) or file path")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     _add_units(info)
+    _add_unit_check(info)
 
     conv = dsub.add_parser("convert", help="convert a data set to sGDML-style npz or extended XYZ")
     conv.add_argument("source")
     conv.add_argument("out", help="output file: .npz (kcal/mol, Å) or .extxyz (eV, Å)")
     _add_units(conv)
+    _add_unit_check(conv)
 
     gen = dsub.add_parser("generate", help="Langevin MD with GFN2-xTB (tblite) -> sGDML-style npz")
     gen.add_argument("--start", required=True, help="starting geometry (xyz, Å)")
@@ -119,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one setting (repeatable), e.g. --set features=64 --set budget.train.lr=1e-3")
     train.add_argument("--out", required=True,
                        help="model file to write (.npz), or a run directory (networks keep checkpoints there)")
+    _add_units(train)
+    _add_unit_check(train)
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
     ev.add_argument("model")
@@ -127,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which molecules: the split saved with the model, or all of --data (gdml/sgdml have no "
                          "saved test split: 'test' is every frame of --data not used for training or validation)")
     ev.add_argument("--json", action="store_true")
+    _add_units(ev)
+    _add_unit_check(ev)
 
     mdp = sub.add_parser("md", help="molecular dynamics (NVE velocity Verlet, NVT Langevin) on a saved force field",
                          description="Molecular dynamics on a gdml/sgdml model file or a schnet/dtnn/cormorant run directory. "

@@ -133,7 +133,7 @@ def cmd_train(args) -> int:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     check_flags(args)
     check_out(args)
-    data = io.read(args.data)
+    data = io.read(args.data, **unit_flags(args))
     spec, config, budget, target = resolve_train(args, data)
     split = train_split(spec, data, args)
     out = Path(args.out)
@@ -215,7 +215,7 @@ def cmd_evaluate(args) -> int:
     from .metrics import mae_rmse
 
     model = models.load(args.model)
-    data = io.read(args.data)
+    data = io.read(args.data, **unit_flags(args))
     idx, frames = evaluation_rows(model, data, args.split, args.data)
     if len(idx) == 0:
         raise JaxqcError(f"{args.data}: no molecules in {frames}")
@@ -324,7 +324,7 @@ def cmd_md(args) -> int:
     if not str(args.out).lower().endswith((".extxyz", ".xyz")):
         raise JaxqcError(f"--out {args.out}: the trajectory is extended XYZ; name it *.extxyz")
     energy, params, info = mdm.load_potential(args.model)
-    start = io.read(args.start)
+    start = io.read(args.start, unit_check=False)  # only its geometry is used
     if not -len(start) <= args.frame < len(start):
         raise JaxqcError(f"--frame {args.frame}: {args.start} has {len(start)} frame(s)")
     k = args.frame % len(start)
@@ -362,11 +362,17 @@ def cmd_md(args) -> int:
 
 
 # ---- data -------------------------------------------------------------------------------------------
+def unit_flags(args) -> dict:
+    """io.read's unit arguments from the command's --energy-unit, --force-unit, --length-unit and
+    --no-unit-check (for commands that have them)."""
+    units = {k: getattr(args, k, None) for k in ("energy_unit", "force_unit", "length_unit")}
+    return {**units, "unit_check": not getattr(args, "no_unit_check", False)}
+
+
 def _read(args):
     from .data import io
 
-    return io.read(args.source, energy_unit=args.energy_unit, force_unit=args.force_unit,
-                   length_unit=args.length_unit)
+    return io.read(args.source, **unit_flags(args))
 
 
 def cmd_data_info(args) -> int:

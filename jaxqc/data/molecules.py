@@ -16,8 +16,8 @@ import flax.struct
 import jax.numpy as jnp
 import numpy as np
 
-from ..elements import SYMBOLS, check_atomic_numbers
-from ..errors import DataError
+from ..elements import MAX_Z, SYMBOLS
+from ..errors import DataError, ElementError
 from .graph import EdgeList, edge_list, molecule_edge_budget, pairs_within_cutoff
 
 MIN_DISTANCE_ANG = 0.1  # two atoms closer than this are an error, not a molecule
@@ -206,7 +206,7 @@ def validate_arrays(Z, R, E=None, F=None, source: str = "") -> None:
         raise DataError(f"{pre}shape mismatch: {np.asarray(E).size} energies for {R.shape[0]} geometries")
     if F is not None and np.asarray(F).shape != R.shape:
         raise DataError(f"{pre}shape mismatch: forces {np.asarray(F).shape} do not match positions {R.shape}")
-    check_atomic_numbers(Z, pre)
+    check_real_atoms(Z, pre)
     real = Z > 0
     if not np.all(np.isfinite(R[real])):
         m = int(np.argwhere(~np.isfinite(R) & real[..., None])[0, 0])
@@ -220,19 +220,83 @@ def validate_arrays(Z, R, E=None, F=None, source: str = "") -> None:
                         f"(closer than {MIN_DISTANCE_ANG} Å: overlapping atoms or wrong length unit)")
 
 
-def closest_pair(Z, R, chunk: int = 4096):
-    """(molecule, i, j, distance in Å) of the closest pair of real atoms over all molecules."""
+def check_real_atoms(Z, pre: str = "") -> None:
+    """DataError unless Z [molecules, atoms] is real elements (1..118) followed only by padding zeros, with at
+    least one atom per molecule: a 0 before a real atom would silently drop that atom (0 marks padding)."""
+    Z = np.asarray(Z)
+    if Z.shape[0] == 0:
+        raise DataError(f"{pre}no molecules (0 frames)")
+    if Z.shape[1] == 0:
+        raise DataError(f"{pre}molecules with no atoms (0 atoms per frame)")
+    bad = np.argwhere((Z < 0) | (Z > MAX_Z))
+    if len(bad):
+        m, i = bad[0]
+        raise ElementError(f"{pre}atom {i} of molecule {m} has unknown atomic number {int(Z[m, i])}; "
+                           f"expected 1..{MAX_Z}")
+    real = Z > 0
+    empty = np.flatnonzero(~real.any(1))
+    if len(empty):
+        raise DataError(f"{pre}molecule {empty[0]} has no atoms (every atomic number is 0)")
+    later_real = np.logical_or.accumulate(real[:, ::-1], axis=1)[:, ::-1]  # a real atom at or after (m, i)
+    hole = np.argwhere(~real & later_real)
+    if len(hole):
+        m, i = hole[0]
+        raise ElementError(f"{pre}atom {i} of molecule {m} has atomic number 0 (not an element; 0 marks padding "
+                           f"after the last atom, so it would be dropped)")
+
+
+DENSE_PAIRS = 1 << 20  # pair distances computed at once by closest_pair (~40 MB of temporaries)
+DENSE_MAX_ATOMS = 64  # above this, one k-d tree per molecule is quicker than all pairs (A^2 vs A log A)
+
+
+def closest_pair(Z, R):
+    """(molecule, i, j, distance in Å) of the closest pair of real atoms over all molecules.
+
+    Memory is O(atoms) per molecule, never O(molecules x atoms^2): small molecules in chunks of dense pair
+    distances (at most DENSE_PAIRS at a time, quick for QM9's 130k), large ones by a k-d tree each."""
+    Z, R = np.asarray(Z), np.asarray(R)
     best = (0, 0, 0, np.inf)
-    for s in range(0, len(R), chunk):
-        r, z = R[s:s + chunk], Z[s:s + chunk] > 0
-        d = np.linalg.norm(r[:, :, None] - r[:, None], axis=-1)
-        ok = z[:, :, None] & z[:, None, :] & ~np.eye(z.shape[1], dtype=bool)
-        d = np.where(ok, d, np.inf)
-        k = int(np.argmin(d))
-        if d.flat[k] < best[3]:
-            m, i, j = np.unravel_index(k, d.shape)
-            best = (s + int(m), int(i), int(j), float(d.flat[k]))
+    if Z.ndim != 2 or Z.shape[1] < 2:
+        return best
+    a = Z.shape[1]
+    if a <= DENSE_MAX_ATOMS:
+        chunk = max(1, DENSE_PAIRS // (a * a))
+        for s in range(0, len(R), chunk):
+            m, i, j, d = _closest_dense(Z[s:s + chunk] > 0, R[s:s + chunk])
+            if d < best[3]:
+                best = (s + m, i, j, d)
+        return best
+    for m in range(len(R)):
+        real = np.flatnonzero(Z[m] > 0)
+        i, j, d = _closest_tree(R[m, real])
+        if d < best[3]:
+            best = (m, int(real[i]), int(real[j]), d)
     return best
+
+
+def _closest_dense(real, R):
+    """(molecule, i, j, distance) of the closest real pair in a chunk [c, A] / [c, A, 3], all pairs at once."""
+    diff = R[:, :, None] - R[:, None]
+    d2 = np.einsum("mijk,mijk->mij", diff, diff)
+    del diff
+    ok = real[:, :, None] & real[:, None, :]
+    ok[:, np.arange(real.shape[1]), np.arange(real.shape[1])] = False
+    d2[~ok] = np.inf
+    k = int(np.argmin(d2))
+    m, i, j = np.unravel_index(k, d2.shape)
+    return int(m), int(i), int(j), float(np.sqrt(d2.flat[k]))
+
+
+def _closest_tree(r):
+    """(i, j, distance) of the closest pair of points r [n, 3], by a k-d tree: O(n) memory."""
+    from scipy.spatial import cKDTree
+
+    if len(r) < 2:
+        return 0, 0, np.inf
+    dist, nb = cKDTree(r).query(r, k=2)
+    i = int(np.argmin(dist[:, 1]))
+    j = int(nb[i, 1]) if nb[i, 1] != i else int(nb[i, 0])  # exact duplicates: either column may be self
+    return i, j, float(dist[i, 1])
 
 
 # ---- splits ----------------------------------------------------------------------------------

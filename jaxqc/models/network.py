@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..elements import SYMBOLS
 from ..errors import JaxqcError
 from .registry import Budget, Fitted, ModelSpec, config_fields
 
@@ -91,9 +92,11 @@ def make_fit(name: str, module_class):
         if use_forces and cfg.force_weight == 0:
             cfg = dataclasses.replace(cfg, force_weight=1.0, energy_weight=0.01)
         max_z = getattr(config, "max_z", 100)
-        bad = sorted({int(z) for z in np.unique(data.Z[np.asarray(split["train"])]) if z > max_z})
-        if bad:
-            raise JaxqcError(f"{name}: atomic number(s) {bad} above the model's max_z {max_z}")
+        batched = np.concatenate([np.asarray(split[k]) for k in ("train", "valid") if k in split]).astype(int)
+        bad = sorted({int(z) for z in np.unique(data.Z[batched]) if z > max_z})
+        if bad:  # the embedding table has max_z + 1 rows: a larger Z would index past it
+            raise JaxqcError(f"{name}: element(s) {', '.join(f'{SYMBOLS[z]} (Z={z})' for z in bad)} in the "
+                             f"training/validation data are beyond the model's embedding table (Z <= {max_z})")
         ref = nnmodel.atom_reference(data, target, max_z)
         stats = nnmodel.fit_stats(data, split["train"], target, ref, use_forces, getattr(config, "readout", "sum"))
         example = data.molecules(np.asarray(split["train"])[:2])
