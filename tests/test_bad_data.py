@@ -60,6 +60,22 @@ def test_item1_zero_or_negative_atomic_number_refused(tmp_path, capsys, atom, va
     assert not (tmp_path / "out.extxyz").exists()
 
 
+@pytest.mark.parametrize("atom", [1, 2])
+def test_item1_zero_atomic_number_in_extxyz(tmp_path, capsys, atom):
+    """An extended XYZ `Z` column (ASE takes the atomic numbers from it) with a 0, and a plain XYZ 'X'."""
+    z = [6, 8, 1]
+    z[atom] = 0
+    rows = [f"{s} {x} 0 0 {n}" for s, x, n in zip(("C", "O", "H"), (0.0, 1.2, -1.0), z)]
+    path = tmp_path / "z.extxyz"
+    path.write_text("3\nProperties=species:S:1:pos:R:3:Z:I:1 energy=-1.0\n" + "\n".join(rows) + "\n")
+    code, out, err = run(capsys, "data", "info", path)
+    assert_one_line_error(code, err, str(path), f"atom {atom} ", "atomic number 0")
+    path = tmp_path / "x.xyz"
+    path.write_text("2\n\nC 0 0 0\nX 1.2 0 0\n")
+    code, out, err = run(capsys, "data", "info", path)
+    assert_one_line_error(code, err, f"{path}:4:", "'X'")
+
+
 def test_item1_zero_before_a_real_atom_in_per_frame_z(tmp_path, capsys):
     """jaxqc's own mixed-molecule npz has z [frames, atoms] padded with trailing zeros (still read); a 0 with
     real atoms after it is a dropped atom and refused, naming the molecule and the atom."""

@@ -249,6 +249,10 @@ def read_extxyz(path, energy_unit: str = "eV", force_unit: str | None = None,
     has_e = has_f = True
     for m, atoms in enumerate(frames):
         n = len(atoms)
+        if np.any(atoms.numbers <= 0):  # a `Z` column of 0 (ASE's 'X'): not an element, and 0 marks padding
+            i = int(np.flatnonzero(atoms.numbers <= 0)[0])
+            raise ElementError(f"{path}: atom {i} of frame {m} has atomic number {atoms.numbers[i]}; "
+                               f"expected 1..{MAX_Z}")
         Z[m, :n] = atoms.numbers
         R[m, :n] = atoms.positions
         e, f = _extxyz_labels(atoms, energy_key, forces_key)
