@@ -180,9 +180,16 @@ def _linear_bwd(res, g):
 linear.defvjp(lambda x, W: (x @ W, (x, W)), _linear_bwd)
 
 
-def _dense_params(module: nn.Module, fan_in: int, features: int, use_bias: bool):
-    """(kernel [fan_in, features], bias [features] or None) of `module`: nn.Dense's names and initialisation."""
-    W = module.param("kernel", nn.initializers.lecun_normal(), (fan_in, features), jnp.float32)
+KERNEL_INITS = {  # how Dense kernels are drawn (biases start at zero either way)
+    "lecun_normal": nn.initializers.lecun_normal(),      # flax's default: N(0, 1/fan_in), truncated
+    "xavier_uniform": nn.initializers.xavier_uniform(),  # torch / schnetpack: U(+-sqrt(6/(fan_in + fan_out)))
+}
+
+
+def _dense_params(module: nn.Module, fan_in: int, features: int, use_bias: bool, kernel_init: str = "lecun_normal"):
+    """(kernel [fan_in, features], bias [features] or None) of `module`: nn.Dense's names and initialisation
+    (kernel_init: a KERNEL_INITS key)."""
+    W = module.param("kernel", KERNEL_INITS[kernel_init], (fan_in, features), jnp.float32)
     b = module.param("bias", nn.initializers.zeros, (features,), jnp.float32) if use_bias else None
     return W, b
 
@@ -192,10 +199,11 @@ class DenseParams(nn.Module):
 
     features: int
     use_bias: bool = True
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, fan_in: int):
-        return _dense_params(self, fan_in, self.features, self.use_bias)
+        return _dense_params(self, fan_in, self.features, self.use_bias, self.kernel_init)
 
 
 class Dense(nn.Module):
@@ -203,10 +211,11 @@ class Dense(nn.Module):
 
     features: int
     use_bias: bool = True
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, x):
-        W, b = _dense_params(self, x.shape[-1], self.features, self.use_bias)
+        W, b = _dense_params(self, x.shape[-1], self.features, self.use_bias, self.kernel_init)
         return linear(x, W) if b is None else linear(x, W) + b
 
 
@@ -285,11 +294,12 @@ class FilterNetwork(nn.Module):
     n_rbf: int
     cutoff_ang: float
     grid_spacing_ang: float = 0.0
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, d_ang, pair):
-        W1, b1 = DenseParams(self.features, name="dense_0")(self.n_rbf)
-        W2, b2 = DenseParams(self.features, name="dense_1")(self.features)
+        W1, b1 = DenseParams(self.features, kernel_init=self.kernel_init, name="dense_0")(self.n_rbf)
+        W2, b2 = DenseParams(self.features, kernel_init=self.kernel_init, name="dense_1")(self.features)
         rc, h = self.cutoff_ang, self.grid_spacing_ang
         n_grid = int(np.ceil(rc / h)) + 2 if h else 0  # grid points, to one past the cutoff
         if not h or d_ang.size < 2 * n_grid:
@@ -315,12 +325,13 @@ class MLP(nn.Module):
 
     features: Sequence[int]
     activation: str = "ssp"  # ssp | tanh | silu
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, x):
         act = {"ssp": shifted_softplus, "tanh": jnp.tanh, "silu": jax.nn.silu}[self.activation]
         for k, f in enumerate(self.features):
-            x = Dense(f, name=f"dense_{k}")(x)
+            x = Dense(f, kernel_init=self.kernel_init, name=f"dense_{k}")(x)
             if k < len(self.features) - 1:
                 x = act(x)
         return x
