@@ -557,6 +557,37 @@ def check_molecule(data: Dataset, z, where: str = "data") -> None:
                         f"{''.join(SYMBOLS[a] for a in z)} (same atoms in the same order)")
 
 
+def fit_molecule(data: Dataset, config: GDMLConfig, train_idx, valid_idx, seed: int = 0,
+                 progress: bool = False) -> dict:
+    """Symmetries (sGDML) and the closed-form fit on frames train_idx, sigma picked on valid_idx: the model
+    dict of `fit` plus the molecule (z), its training geometries and permutations. One molecule in one atom
+    order in every frame, with forces; every path that fits a GDML model goes through here."""
+    if data.F is None:
+        raise DataError("GDML needs forces: the data set has none")
+    if len(data) == 0 or np.any(data.Z != data.Z[:1]):
+        raise DataError("GDML needs frames of one molecule (same atoms, same order) in every frame")
+    check_molecule(data, data.Z[0])
+    tr, va = np.asarray(train_idx), np.asarray(valid_idx)
+    if len(tr) < 1 or len(va) < 1:
+        raise DataError(f"need at least one training and one validation frame (got {len(tr)}, {len(va)})")
+    z = data.Z[0]
+    t = time.perf_counter()
+    if config.symmetric:
+        perms, sym_info = find_permutations(z, data.R[tr], max_frames=config.max_sym_frames,
+                                            seed=seed, return_info=True)
+    else:
+        perms, sym_info = np.arange(len(z))[None], {"n_perms": 1}
+    t_sym = time.perf_counter() - t
+    if progress:
+        print(f"  {len(perms)} permutation(s)", file=sys.stderr)
+    E = data.E
+    model = fit(data.R[tr], data.F[tr], None if E is None else E[tr], data.R[va], data.F[va],
+                None if E is None else E[va], perms, config, progress)
+    model["timings"]["symmetries_s"] = t_sym
+    model.update(z=z, R_train=data.R[tr], perms=perms, symmetry_info=sym_info)
+    return model
+
+
 def train_gdml(data: Dataset, config: GDMLConfig, n_train: int, n_valid: int | None = None, seed: int = 0,
                progress: bool = False) -> dict:
     """Seeded disjoint train/validation frames of `data`, symmetries (sGDML), sigma grid, closed-form fit."""
@@ -564,25 +595,9 @@ def train_gdml(data: Dataset, config: GDMLConfig, n_train: int, n_valid: int | N
         raise DataError("GDML needs forces: the data set has none")
     if len(data) == 0 or np.any(data.Z != data.Z[:1]):
         raise DataError("GDML needs frames of one molecule (same atoms, same order) in every frame")
-    check_molecule(data, data.Z[0])
     split = splits.for_gdml(data, n_train, n_valid, seed)
-    z = data.Z[0]
-    t = time.perf_counter()
-    if config.symmetric:
-        perms, sym_info = find_permutations(z, data.R[split["train"]], max_frames=config.max_sym_frames,
-                                            seed=seed, return_info=True)
-    else:
-        perms, sym_info = np.arange(len(z))[None], {"n_perms": 1}
-    t_sym = time.perf_counter() - t
-    if progress:
-        print(f"  {len(perms)} permutation(s)", file=sys.stderr)
-    tr, va = split["train"], split["valid"]
-    E = data.E
-    model = fit(data.R[tr], data.F[tr], None if E is None else E[tr], data.R[va], data.F[va],
-                None if E is None else E[va], perms, config, progress)
-    model["timings"]["symmetries_s"] = t_sym
-    model.update(kind="sgdml" if config.symmetric else "gdml", z=z, R_train=data.R[tr], perms=perms,
-                 symmetry_info=sym_info, config=config, split=split, dataset_md5=data.md5,
+    model = fit_molecule(data, config, split["train"], split["valid"], seed, progress)
+    model.update(kind="sgdml" if config.symmetric else "gdml", config=config, split=split, dataset_md5=data.md5,
                  dataset_name=data.meta.get("name"), seed=seed)
     return model
 

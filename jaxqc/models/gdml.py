@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import DataError, JaxqcError
+from ..errors import JaxqcError
 from ..kernels.gdml import GDMLConfig
 from .registry import Budget, Fitted, ModelSpec, config_fields, register
 
@@ -29,41 +29,20 @@ SMALL_GRID = (12.0, 22.0, 32.0, 42.0)  # experiments/md17_sgdml.py's curve grid 
 def fit(config: GDMLConfig, data, split, key, budget: Budget, *, progress: bool = False, seed: int = 0,
         **_) -> Fitted:
     from ..kernels import gdml
-    from ..kernels.symmetries import find_permutations
 
-    if data.F is None:
-        raise DataError("GDML needs forces: the data set has none")
-    if len(data) == 0 or np.any(data.Z != data.Z[:1]):
-        raise DataError("GDML needs frames of one molecule (same atoms, same order) in every frame")
-    gdml.check_molecule(data, data.Z[0])
     opts = budget.options
     if "sigmas" in opts:
         config = dataclasses.replace(config, sigmas=tuple(opts["sigmas"]))
     if "lam" in opts:
         config = dataclasses.replace(config, lam=float(opts["lam"]))
-    tr, va = np.asarray(split["train"]), np.asarray(split["valid"])
-    if len(tr) < 1 or len(va) < 1:
-        raise DataError(f"need at least one training and one validation frame (got {len(tr)}, {len(va)})")
-    z = data.Z[0]
-    import time
-
-    t = time.perf_counter()
-    if config.symmetric:
-        perms, sym_info = find_permutations(z, data.R[tr], max_frames=config.max_sym_frames, seed=seed,
-                                            return_info=True)
-    else:
-        perms, sym_info = np.arange(len(z))[None], {"n_perms": 1}
-    t_sym = time.perf_counter() - t
-    E = data.E
-    model = gdml.fit(data.R[tr], data.F[tr], None if E is None else E[tr], data.R[va], data.F[va],
-                     None if E is None else E[va], perms, config, progress)
-    model["timings"]["symmetries_s"] = t_sym
-    params = {"z": np.asarray(z), "R_train": np.asarray(data.R[tr]),
-              "alpha": np.asarray(model["alpha"]).reshape(data.R[tr].shape), "perms": np.asarray(perms),
+    model = gdml.fit_molecule(data, config, split["train"], split["valid"], seed, progress)
+    perms, R_train = model["perms"], np.asarray(model["R_train"])
+    params = {"z": np.asarray(model["z"]), "R_train": R_train,
+              "alpha": np.asarray(model["alpha"]).reshape(R_train.shape), "perms": np.asarray(perms),
               "sigma": np.float64(model["sigma"]), "c": np.float64(model["c"])}
     info = {"sigma": float(model["sigma"]), "lambda": model["lam"], "solver": model["solver"],
             "lam_used": model["lam"], "solver_used": model["solver"],
-            "n_perms": int(len(perms)), "validation": model["validation"], "symmetries": sym_info,
+            "n_perms": int(len(perms)), "validation": model["validation"], "symmetries": model["symmetry_info"],
             "timings": model["timings"],
             "grid": [{k: g[k] for k in ("sigma", "forces_mae", "energy_mae", "error") if k in g}
                      for g in model["grid"]]}
