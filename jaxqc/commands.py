@@ -7,6 +7,7 @@ md:       md.models.load_potential; md.run.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shlex
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, JaxqcError
+from .errors import DataError, JaxqcError, WriteError
 
 
 # ---- train ------------------------------------------------------------------------------------------
@@ -126,17 +127,37 @@ def train_split(spec, data, args) -> dict:
 def cmd_train(args) -> int:
     import jax
 
-    from . import models
-    from .data import io
-
     if args.coordinator or args.num_processes:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     check_flags(args)
+    out = Path(args.out)
+    with lock_out(out):
+        return train_locked(args, out)
+
+
+def lock_out(out: Path):
+    """The run directory's lock (files.run_lock) for the whole train command, so that a second writer is
+    refused (naming the holder) before anything else; process 0 of a multi-host run takes it. A model
+    file (*.npz) is written atomically and takes none; nor does a file in the way (check_out says so)."""
+    import jax
+
+    from .files import run_lock
+
+    if out.suffix == ".npz" or (out.exists() and not out.is_dir()) or jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return run_lock(out)
+
+
+def train_locked(args, out: Path) -> int:
+    import jax
+
+    from . import models
+    from .data import io
+
     check_out(args)
     data = io.read(args.data, **unit_flags(args))
     spec, config, budget, target = resolve_train(args, data)
     split = train_split(spec, data, args)
-    out = Path(args.out)
     if args.resume:
         check_resume_split(out, split)
     file_out = out.suffix == ".npz"
@@ -152,12 +173,26 @@ def cmd_train(args) -> int:
                 **{f"{k}_idx": np.asarray(split[k]) for k in ("train", "valid", "test") if k in split}}
         units = {"R": "Å", "E": "kcal/mol", "F": "kcal/mol/Å",
                  **{t: data.units.get(t, "kcal/mol") for t in getattr(config, "targets", (target,))}}
-        models.save(path, spec, config, fitted.params, prov, units, fitted.info, target)
+        save_or_rescue(path, lambda p: models.save(p, spec, config, fitted.params, prov, units, fitted.info, target))
     write_resolved_config(path, spec, config, budget, target)
     what = "frames" if target == "energy" else "molecules"
     print(f"trained {spec.name} on {len(split['train'])} {what} {summarize(fitted.info, time.perf_counter() - t0)}")
     print(f"wrote {path if file_out else out / 'model.npz'}")
     return 0
+
+
+def save_or_rescue(path: Path, save) -> None:
+    """save(path); when that write fails (a full disk), save(a file under the temporary directory) so the
+    fitted model is not lost, and raise a one-line WriteError saying where it is."""
+    from .files import rescue_dir, write_failed
+
+    try:
+        save(path)
+    except (OSError, WriteError) as err:
+        msg = str(err) if isinstance(err, WriteError) else write_failed(path, err)
+        rescued = rescue_dir(lambda folder: save(folder / path.name))
+        raise WriteError(msg + (f"; the trained model is saved in {rescued / path.name} instead" if rescued
+                                else "; the trained model could not be saved anywhere")) from None
 
 
 def write_resolved_config(model_path: Path, spec, config, budget, target) -> None:

@@ -14,6 +14,14 @@ class FormatError(DataError):
     """A file that is not in a format jaxqc reads (or not in the one it claims)."""
 
 
+class WriteError(JaxqcError):
+    """A file could not be written (disk full, permissions); the earlier file at that path is kept."""
+
+
+class RunLocked(JaxqcError):
+    """A run directory that another live jaxqc process is writing."""
+
+
 class UnitError(JaxqcError, ValueError):
     """An unknown or unsupported unit string."""
 

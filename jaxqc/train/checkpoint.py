@@ -26,6 +26,15 @@ def save_checkpoint(path, state, meta: dict) -> None:
     atomic_savez(path, **arrays)
 
 
+def read_checkpoint_meta(path) -> dict:
+    """The JSON header of a checkpoint alone (what a resume checks before building anything)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return json.loads(str(npz["header"]))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise FormatError(f"{path}: corrupt or truncated checkpoint ({type(err).__name__}: {err})") from None
+
+
 def load_checkpoint(path, template):
     """(state, meta): the arrays of `path` in the structure of `template`."""
     path = Path(path)

@@ -13,7 +13,9 @@ jax.distributed.initialize() first (cli: --coordinator/--num-processes/--process
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -27,11 +29,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ..data.io import atomic_write_text
+from ..data.io import atomic_path, atomic_write_text
 from ..data.molecules import Dataset, Molecules, atom_buckets, batches, edge_options
-from ..errors import JaxqcError
+from ..errors import JaxqcError, WriteError
+from ..files import rescue_dir, run_lock, write_failed
 from ..potential import energy_and_forces_fn, save_model
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 
 class TrainingDiverged(JaxqcError):
@@ -177,13 +180,53 @@ def _progress(epoch, cfg, t_run, meta, row, end=False):
           flush=True)
 
 
+BUDGET_FIELDS = ("epochs", "time_budget_min", "checkpoint_every_s")  # may change on resume: how long, not what
+
+
+def run_identity(kind: str, target: str, model_config, cfg: TrainConfig, provenance: dict | None, tr, va) -> dict:
+    """What a resumed run must share with its checkpoint, flat and JSON-able: the model family and config,
+    the training settings except the budget (BUDGET_FIELDS), the data set's md5 and the split."""
+    model = dataclasses.asdict(model_config)
+    train = {k if k not in model else f"train.{k}": v for k, v in dataclasses.asdict(cfg).items()
+             if k not in BUDGET_FIELDS}
+    split = hashlib.md5(np.asarray(tr, np.int64).tobytes() + b"|" + np.asarray(va, np.int64).tobytes())
+    ident = {"model": kind, "target": target, "data set md5": (provenance or {}).get("dataset_md5"),
+             "train/valid split (md5 of the indices)": split.hexdigest()[:12], **model, **train}
+    return json.loads(json.dumps(ident, default=str))
+
+
+def resume_mismatch(saved: dict, now: dict) -> str | None:
+    """'features 64 != 128 in the checkpoint' for the first setting that differs, or None. Settings one side
+    does not record (another jaxqc version) are not compared."""
+    for k, v in now.items():
+        if k in saved and saved[k] != v and v is not None and saved[k] is not None:
+            return f"{k} {_show(v)} != {_show(saved[k])} in the checkpoint"
+    return None
+
+
+def _show(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def train(kind: str, model_config, energy, params: dict, data: Dataset, split: dict, cfg: TrainConfig,
           run_dir, target: str = "energy", resume: bool = False, n_devices: int | None = None,
-          provenance: dict | None = None, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+          provenance: dict | None = None, progress: bool = True, stop_after_epochs: int | None = None,
+          check_same_run: bool = True) -> dict:
     """Train `params` ({"net", "stats"}) of `energy` on data[split["train"]], validating on split["valid"].
-    Returns a summary dict; raises TrainingDiverged (after keeping the last good checkpoint).
+    Returns a summary dict; raises TrainingDiverged (after keeping the last good checkpoint), WriteError
+    (a file could not be written: the state is saved elsewhere if possible) and RunLocked (another process
+    writes `run_dir`: the run directory is locked for the whole run, on process 0 of a multi-host run).
+    `resume` continues from run_dir's checkpoint (if there is one) after checking that the run is the same
+    (run_identity; `check_same_run=False` continues a checkpoint with other settings on purpose).
     `stop_after_epochs` ends this call early (as a kill would), for tests of --resume."""
-    run_dir = Path(run_dir)
+    lock = run_lock(run_dir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(kind, model_config, energy, params, data, split, cfg, Path(run_dir), target, resume,
+                      n_devices, provenance, progress, stop_after_epochs, check_same_run)
+
+
+def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, target, resume, n_devices,
+           provenance, progress, stop_after_epochs, check_same_run) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     mesh = device_mesh(n_devices)
     n_dev = mesh.devices.size
@@ -205,7 +248,11 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     meta = {"epoch": -1, "best": None, "best_epoch": -1, "bad_epochs": 0, "plateau_bad": 0, "plateau_scale": 1.0,
             "first_loss": None, "elapsed_s": 0.0}
     ckpt, model_path, log_path = run_dir / "checkpoint.npz", run_dir / "model.npz", run_dir / "metrics.jsonl"
+    identity = run_identity(kind, target, model_config, cfg, provenance, tr, va)
     if resume and ckpt.exists():
+        differs = check_same_run and resume_mismatch(read_checkpoint_meta(ckpt).get("run", {}), identity)
+        if differs:
+            raise JaxqcError(f"--resume: {differs} ({ckpt}); resume with the settings the run was started with")
         state, saved = load_checkpoint(ckpt, state)
         meta.update({k: saved[k] for k in meta})
         if log_path.exists():  # drop rows of epochs after the checkpoint: they are trained again
@@ -225,15 +272,35 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
     best_params, ckpt_epoch, t_ckpt = None, meta["epoch"], time.perf_counter()
     config_units = _units(target)
 
-    def write_checkpoint():
+    def save_pair(folder: Path, best):
         """The best model (if it changed) and then the full state: the pair always agrees on disk."""
-        nonlocal best_params, ckpt_epoch, t_ckpt
-        if best_params is not None:
-            save_model(model_path, kind, {"net": jax.device_get(best_params[0]), "stats": jax.device_get(state.stats)},
-                       config_json, {**(provenance or {}), "epoch": best_params[1], "validation": best_params[2],
+        if best is not None:
+            save_model(folder / model_path.name, kind, {"net": jax.device_get(best[0]),
+                                                        "stats": jax.device_get(state.stats)},
+                       config_json, {**(provenance or {}), "epoch": best[1], "validation": best[2],
                                      "train_idx": tr, "valid_idx": va}, config_units)
-            best_params = None
-        save_checkpoint(ckpt, jax.device_get(state), {k: v for k, v in meta.items() if k != "start_epoch"})
+        save_checkpoint(folder / ckpt.name, jax.device_get(state),
+                        {**{k: v for k, v in meta.items() if k != "start_epoch"}, "run": identity})
+
+    def stopped(err: Exception, rescued: Path | None = None) -> WriteError:
+        """The one-line error of a write that failed mid-run: what failed, and where the trained state is."""
+        if progress:
+            print(file=sys.stderr)  # end the progress line: the error is a line of its own
+        msg = str(err) if isinstance(err, WriteError) else write_failed(run_dir, err)
+        msg += f"; training stopped after epoch {meta['epoch'] + 1}"
+        if rescued is not None:
+            msg += f"; its state is saved in {rescued} (move those files into {run_dir}, then add --resume)"
+        if ckpt_epoch >= 0:
+            msg += f"; the last checkpoint written (after epoch {ckpt_epoch + 1}) is kept in {ckpt}"
+        return WriteError(msg + ("" if rescued is not None or ckpt_epoch >= 0 else "; no checkpoint was written"))
+
+    def write_checkpoint():
+        nonlocal best_params, ckpt_epoch, t_ckpt
+        try:
+            save_pair(run_dir, best_params)
+        except (OSError, WriteError) as err:
+            raise stopped(err, rescue_dir(lambda folder: save_pair(folder, best_params))) from None
+        best_params = None
         ckpt_epoch, t_ckpt = meta["epoch"], time.perf_counter()
 
     stop_reason = "epochs"
@@ -250,6 +317,8 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
         if meta["first_loss"] is None:
             meta["first_loss"] = train_loss
         if not np.isfinite(train_loss) or train_loss > cfg.divergence_factor * meta["first_loss"]:
+            if progress:
+                print(file=sys.stderr)
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch + 1}: loss {train_loss:.4g} (first epoch {meta['first_loss']:.4g}); "
                 f"stopped, the last good checkpoint (after epoch {ckpt_epoch + 1}) and best model are kept in "
@@ -260,8 +329,11 @@ def train(kind: str, model_config, energy, params: dict, data: Dataset, split: d
         t_run = time.perf_counter() - t_start
         row = {"epoch": epoch + 1, "step": step, "time_s": t_run, "lr": lr, "train_loss": train_loss,
                **{f"valid_{k}": v for k, v in valid.items()}}
-        with open(log_path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        try:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as err:
+            raise stopped(WriteError(write_failed(log_path, err))) from None
         improved = meta["best"] is None or metric < meta["best"]
         if improved:
             meta.update(best=metric, best_epoch=epoch + 1, bad_epochs=0, plateau_bad=0)
@@ -308,7 +380,16 @@ def _units(target: str) -> dict:
 
 
 def read_log(log_path) -> list:
-    return [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    """The rows of metrics.jsonl; a last line cut short (a full disk, a kill mid-write) is dropped."""
+    lines = [line for line in Path(log_path).read_text().splitlines() if line.strip()]
+    rows = []
+    for k, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k < len(lines) - 1:
+                raise
+    return rows
 
 
 def write_csv(log_path, csv_path) -> None:
@@ -340,6 +421,7 @@ def plot_learning_curve(log_path, png_path) -> bool:
     a2.set(xlabel="training time (min)", ylabel="validation MAE")
     a2.legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return True
