@@ -33,10 +33,18 @@ def _add_unit_check(p):
                         "that is refused as the sign of a wrong --energy-unit)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block), like every other jaxqc error; exit code 2.
+    Its subcommand parsers are of this class too (add_subparsers takes the parent's class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models.registry import BUILTIN_NAMES
 
-    parser = argparse.ArgumentParser(prog="jaxqc", description="Machine learning for quantum chemistry in JAX.")
+    parser = OneLineParser(prog="jaxqc", description="Machine learning for quantum chemistry in JAX.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
                         help="import a Python file or module that registers models (jaxqc.models.register); "

@@ -110,8 +110,13 @@ def load_model(path) -> tuple[str, dict, dict]:
             for k in npz.files:
                 if k.startswith("prov/"):
                     header["provenance"][k[len("prov/"):]] = npz[k]
+    except FormatError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
-        raise FormatError(f"{path}: corrupt or truncated model file ({type(err).__name__}: {err})") from None
+        from .data.io import npz_problem
+
+        raise FormatError(f"{path}: corrupt or truncated model file ({type(err).__name__}: {npz_problem(err)})") \
+            from None
     if header.get("format") != FORMAT:
         raise FormatError(f"{path}: unsupported model format {header.get('format')!r}; expected {FORMAT}")
     return header["kind"], _unflatten(flat), header

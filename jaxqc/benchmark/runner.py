@@ -311,6 +311,8 @@ def main(args) -> int:
     """The `jaxqc compare` command (args from cli.build_parser)."""
     import json
 
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise JaxqcError(f"--out {args.out}: a file is already there; give a folder for compare.json and the plots")
     ctx = build(args)
     ctx["command"] = report.command_line(args, parse_methods(args.methods) if args.methods else None)
     if args.plan:

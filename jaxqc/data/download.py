@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import urllib.error
@@ -67,6 +68,8 @@ def download(name: str, dest=None, sha256: str | None = None, timeout_s: float =
     """Download SOURCES[name] into `dest` (default $JAXQC_CACHE/downloads), verified; return its path."""
     if name not in SOURCES:
         raise JaxqcError(f"unknown download {name!r}; available: {', '.join(SOURCES)}")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise JaxqcError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
     entry = SOURCES[name]
     check_secure(entry["url"])
     folder = Path(dest) if dest else cache_dir() / "downloads"

@@ -68,6 +68,14 @@ def _atomic_numbers(z: np.ndarray, key: str, path: Path) -> np.ndarray:
     return z
 
 
+def npz_problem(err: Exception) -> str:
+    """What np.load's error says about a file that is not a readable npz, in words: numpy reads bytes
+    that are neither a zip archive nor a .npy array as a pickle and then suggests loading it unsafely."""
+    if isinstance(err, ValueError) and "pickle" in str(err):
+        return "neither a zip archive nor a .npy array"
+    return str(err)
+
+
 def read_npz(path, energy_unit: str | None = None, force_unit: str | None = None,
              length_unit: str | None = None, unit_check: bool = True) -> Dataset:
     """Read an sGDML (`R, E, F, z`), rMD17 (`coords, energies, forces, nuclear_charges`) or jaxqc npz.
@@ -82,7 +90,7 @@ def read_npz(path, energy_unit: str | None = None, force_unit: str | None = None
         npz = np.load(path, allow_pickle=False)
         keys = set(npz.files)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise FormatError(f"{path}: not a readable npz file ({err})") from None
+        raise FormatError(f"{path}: not a readable npz file ({npz_problem(err)})") from None
     with npz:
         get = lambda key: _load(npz, key, path)  # noqa: E731
         if {"R", "z"} <= keys:

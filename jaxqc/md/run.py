@@ -365,6 +365,10 @@ def write_outputs(result: MDResult, traj_path, info: dict, start: str) -> dict:
     from ..data.io import atomic_write_text
 
     paths = output_paths(traj_path)
+    for p in paths.values():
+        if p.is_dir():
+            raise JaxqcError(f"{p}: is a directory; give --out a trajectory file name (*.extxyz) whose .csv, .json "
+                             f"and .png names are free of folders")
     write_trajectory(result, paths["trajectory"])
     atomic_write_text(paths["log"], log_csv(result.log))
     atomic_write_text(paths["summary"], json.dumps(summary(result, info, start), indent=1, default=float))
