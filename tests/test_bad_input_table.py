@@ -7,7 +7,10 @@ A new command extends TABLE; test_every_command_has_rows fails until it does.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io as pyio
+import json
 import os
 import re
 import shutil
@@ -463,7 +466,9 @@ def shared_files(tmp_path_factory):
                  "--sigma-grid", "20", "--out", str(tmp / "gdml.npz")]) == 0
     assert main(["train", "krr", "--data", str(tmp / "mixed.npz"), "--target", "mu", "--n-train", "10",
                  "--n-valid", "5", "--out", str(tmp / "krr.npz")]) == 0
-    assert main([a.format(eth=tmp / "eth.npz") for a in TRAIN_NET] + ["--out", str(tmp / "run")]) == 0
+    with contextlib.redirect_stderr(pyio.StringIO()) as progress:  # (kept for test_item18_...)
+        assert main([a.format(eth=tmp / "eth.npz") for a in TRAIN_NET] + ["--out", str(tmp / "run")]) == 0
+    SHARED["run_progress"] = progress.getvalue()
     SHARED.update({k: str(tmp / f"{k}.npz") for k in ("eth", "mixed", "gdml", "krr")}, run=str(tmp / "run"))
     return SHARED
 
@@ -535,3 +540,12 @@ def test_the_jaxqc_command_gives_one_line_too(tmp_path):
     assert r.returncode == 2 and r.stdout == "", r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("jaxqc md: error: argument --steps: invalid int value")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_item18_energy_only_training_shows_the_energy_mae_per_epoch(shared_files):
+    """The shared schnet run trains on energies only: its per-epoch "valid MAE" is the validation energy
+    MAE of metrics.jsonl, not the force MAE (which it still logs)."""
+    row = json.loads((Path(shared_files["run"]) / "metrics.jsonl").read_text().splitlines()[-1])
+    shown = float(re.findall(r"valid MAE (\S+)", shared_files["run_progress"])[-1])
+    assert shown == pytest.approx(row["valid_energy_mae"], rel=1e-3)
+    assert shown != pytest.approx(row["valid_forces_mae"], rel=1e-3)
