@@ -65,6 +65,16 @@ def represent(data: Dataset, representation: str, bags=None, chunk: int = 4096) 
     return np.concatenate(out).astype(np.float64), bags
 
 
+def available_targets(data: Dataset, asked: str = "") -> str:
+    """'available: a, b, energy' (the energy of frames of one molecule too), with a hint for a case slip; or
+    that the data set has nothing to learn."""
+    names = sorted(data.props) + (["energy"] if data.E is not None else [])
+    if not names:
+        return "it has no energies and no properties to learn"
+    close = [n for n in names if n.lower() == asked.lower()]
+    return f"available: {', '.join(names)}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
 def target_matrix(data: Dataset, targets) -> np.ndarray:
     """[M, T] fit targets: atomization energies for U0/U/H/G, the raw property otherwise."""
     cols = []
@@ -73,7 +83,7 @@ def target_matrix(data: Dataset, targets) -> np.ndarray:
             cols.append(np.asarray(data.E, np.float64))
             continue
         if t not in data.props:
-            raise DataError(f"target {t!r} not in the data set (available: {', '.join(sorted(data.props))})")
+            raise DataError(f"target {t!r} not in the data set ({available_targets(data, t)})")
         y = np.asarray(data.props[t], np.float64)
         if t in ATOMIZED:
             y = y - qm9_atom_reference_kcal_mol(data.Z, t)
