@@ -555,3 +555,30 @@ def test_item18_energy_only_training_shows_the_energy_mae_per_epoch(shared_files
     shown = float(re.findall(r"valid MAE (\S+)", shared_files["run_progress"])[-1])
     assert shown == pytest.approx(row["valid_energy_mae"], rel=1e-3)
     assert shown != pytest.approx(row["valid_forces_mae"], rel=1e-3)
+
+
+H_SWAP = np.array([0, 1, 2, 6, 7, 8, 3, 4, 5])  # ethanol-xtb's hydrogens listed in another order (same elements)
+
+
+@pytest.mark.xfail(strict=True, reason="commands.in_model_order and cmd_md only map when the element sequence differs "
+                   "(np.all(data.Z == z) / np.any(Z != z) skip map_atoms), so rMD17-style hydrogen orders are still "
+                   "evaluated unmapped; the fix is in jaxqc/commands.py (run-directory engineer's file)")
+def test_item2_hydrogens_in_another_order_are_mapped_not_silently_wrong(shared_files, tmp_path, capsys):
+    """The issue's case: the same element sequence with the hydrogens permuted (rMD17's test file against an
+    ethanol-xtb model). At 5019556 evaluate exited 0 with a ~10x force MAE and md ran at millions of K; now
+    both map the atoms by the bond graph and say so."""
+    d = io.read(shared_files["eth"])
+    io.write_npz(Dataset(Z=d.Z[:, H_SWAP], R=d.R[:, H_SWAP], E=d.E, F=d.F[:, H_SWAP]), tmp_path / "swapped.npz")
+    capsys.readouterr()
+    assert main(["evaluate", shared_files["gdml"], "--data", shared_files["eth"], "--split", "all", "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", shared_files["gdml"], "--data", str(tmp_path / "swapped.npz"), "--split", "all",
+                 "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "mapped by the bond graph" in err
+    assert json.loads(out)["forces"]["mae"] == pytest.approx(same["forces"]["mae"], rel=1e-6)
+    traj = tmp_path / "t.extxyz"
+    assert main(["md", shared_files["gdml"], "--start", str(tmp_path / "swapped.npz"), "--steps", "20", "--quiet",
+                 "--out", str(traj)]) == 0
+    assert "mapped by the bond graph" in capsys.readouterr().err
+    assert json.loads(traj.with_suffix(".json").read_text())["stopped"] is None
