@@ -282,10 +282,10 @@ def in_model_order(model, data, source: str):
     (kernels.symmetries.map_atoms) and is announced on stderr. Other data are returned unchanged."""
     z = model.spec.atom_order(model.config, model.params)
     R_ref = model.spec.reference_geometry(model.config, model.params)
-    if z is None or R_ref is None or data.max_atoms != len(z) or np.all(data.Z == z[None]):
-        return data
-    if np.any(data.Z != data.Z[:1]):
+    if z is None or R_ref is None or data.max_atoms != len(z) or np.any(data.Z != data.Z[:1]):
         return data  # frames in several orders: check_model_input says which
+    if not order_differs(z, R_ref, data.Z[0], data.R[0]):
+        return data
     perm = atom_mapping(z, R_ref, data.Z[0], data.R[0], source)
     print(f"jaxqc: note: {source} lists the atoms in another order than the model; mapped by the bond graph "
           f"(model atom k = data atom {perm.tolist()}[k])", file=sys.stderr)
@@ -293,6 +293,29 @@ def in_model_order(model, data, source: str):
 
     return Dataset(Z=data.Z[:, perm], R=data.R[:, perm], E=data.E, F=None if data.F is None else data.F[:, perm],
                    props=data.props, units=data.units, meta={**data.meta, "atom_map": perm.tolist()})
+
+
+def order_differs(z, R_ref, Z, R) -> bool:
+    """Whether atoms Z, R [N, 3] are the model's molecule (z, R_ref) listed in another order: other elements
+    at some index, or the same element sequence with other bonds (rMD17 and ethanol-xtb both list C C O H H
+    H H H H, but not the same hydrogen on the oxygen). False for another molecule (check_model_input says)."""
+    from .kernels.symmetries import bond_graph
+
+    z, Z = np.asarray(z), np.asarray(Z)
+    if len(Z) != len(z) or sorted(Z.tolist()) != sorted(z.tolist()):
+        return False
+    if np.any(Z != z):
+        return True
+    if np.array_equal(bond_graph(Z, R), bond_graph(z, R_ref)):
+        return False
+    from .kernels.symmetries import map_atoms
+
+    # the same element sequence with other bonds: another order only when some mapping keeps every bond (a
+    # geometry with one bond stretched past the bond threshold has none: it stays in its own order)
+    try:
+        return not np.array_equal(map_atoms(z, R_ref, Z, R), np.arange(len(z)))
+    except DataError:
+        return False
 
 
 def atom_mapping(z, R_ref, Z, R, source: str) -> np.ndarray:
@@ -367,8 +390,7 @@ def cmd_md(args) -> int:
     Z, R = start.Z[k, :n], start.R[k, :n]
     where = f"{args.start} frame {k}"
     z = info["z"]
-    if z is not None and info.get("R_ref") is not None and len(Z) == len(z) and np.any(Z != z) \
-            and sorted(Z.tolist()) == sorted(np.asarray(z).tolist()):
+    if z is not None and info.get("R_ref") is not None and order_differs(z, info["R_ref"], Z, R):
         perm = atom_mapping(z, info["R_ref"], Z, R, where)
         Z, R = Z[perm], R[perm]
         print(f"jaxqc: note: {where} lists the atoms in another order than the model; mapped by the bond graph "

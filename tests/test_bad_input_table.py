@@ -560,9 +560,6 @@ def test_item18_energy_only_training_shows_the_energy_mae_per_epoch(shared_files
 H_SWAP = np.array([0, 1, 2, 6, 7, 8, 3, 4, 5])  # ethanol-xtb's hydrogens listed in another order (same elements)
 
 
-@pytest.mark.xfail(strict=True, reason="commands.in_model_order and cmd_md only map when the element sequence differs "
-                   "(np.all(data.Z == z) / np.any(Z != z) skip map_atoms), so rMD17-style hydrogen orders are still "
-                   "evaluated unmapped; the fix is in jaxqc/commands.py (run-directory engineer's file)")
 def test_item2_hydrogens_in_another_order_are_mapped_not_silently_wrong(shared_files, tmp_path, capsys):
     """The issue's case: the same element sequence with the hydrogens permuted (rMD17's test file against an
     ethanol-xtb model). At 5019556 evaluate exited 0 with a ~10x force MAE and md ran at millions of K; now
