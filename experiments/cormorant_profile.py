@@ -32,7 +32,7 @@ from jaxqc.nn import model as nnmodel
 SHAPES = {"ethanol 10 x 9": (10, 9), "QM9 32 x 29": (32, 29)}
 VARIANTS = [dict(cg_product=p, parity=q) for q in ("both", "natural") for p in ("e3nn", "fused")]
 REPEATS = 5
-QUICK = dict(shapes={"tiny 2 x 5": (2, 5)}, arch=dict(channels=4, cg_levels=2, l_max=1), repeats=2)
+QUICK = dict(shapes={"tiny 2 x 5": (2, 5)}, arch=dict(channels=3, cg_levels=1, l_max=1), repeats=1)
 OUT = Path(__file__).parent / "results" / "cormorant_profile.json"
 
 

@@ -5,13 +5,15 @@ bucket), interleaved so machine load hits every variant alike:
   Cormorant train step (energy loss; channels 8, CG levels 3, l_max 2, compare's quick plan), batch 32:
     dense, before     the aggregation as it was (neighbours summed before the CG contraction),
     dense             the aggregation now (CG on the atoms first, one GEMM per path; the default),
-    edges             the edge list (per-edge messages, segment sums over receivers);
+    edges, before     the edge list with the message as a broadcast product summed over the edge's components,
+    edges             the edge list now (a batched GEMM per edge, segment sums over receivers);
   SchNet (128 features, 6 interactions, 5 Å), batch 100, train step (energy loss) and inference (energy):
     dense             symmetric pairs i < j (the default), and edges.
 Times are per batch, averaged over the same batches; the JSON holds molecules/s and ratios to the baseline.
 
     python experiments/graph_batches.py            # ~10 minutes on a shared 2-core CPU
     python experiments/graph_batches.py --quick    # tiny networks, synthetic molecules (tests run this)
+    python experiments/graph_batches.py --cormorant-only --batches 6 --passes 2   # Cormorant rows only
 """
 from __future__ import annotations
 
@@ -57,6 +59,25 @@ def aggregate_before(E, F, allowed):
                 irreps.append((mul1 * mul2, ir))
                 chunks.append(out.reshape(B, A, mul1 * mul2, ir.dim))
     return e3nn.from_chunks(irreps, chunks, (B, A), F.dtype)
+
+
+def aggregate_edges_before(E, F, allowed, senders, receivers, n_atoms):
+    """The edge-list aggregation before its per-edge GEMM (for the baseline row): the message as a broadcast
+    product [n_edges, mul1, 2l1+1, mul2, 2l+1] summed over the edge's components."""
+    n_edges = E.shape[0]
+    irreps, chunks = [], []
+    for k1, k2, ir in cm._paths(E, F, allowed):
+        (mul1, ir1), e = E.irreps[k1], E.chunks[k1]
+        (mul2, ir2), f = F.irreps[k2], F.chunks[k2]
+        irreps.append((mul1 * mul2, ir))
+        if e is None or f is None:
+            chunks.append(None)
+            continue
+        fp = jnp.einsum("jdy,xyz->jxdz", f, cm._cg(ir1.l, ir2.l, ir.l, f.dtype))[senders]
+        msg = jnp.sum(e[:, :, :, None, None] * fp[:, None], axis=2)
+        out = jax.ops.segment_sum(msg.reshape(n_edges, -1), receivers, n_atoms, indices_are_sorted=True)
+        chunks.append(out.reshape(n_atoms, mul1 * mul2, ir.dim))
+    return e3nn.from_chunks(irreps, chunks, (n_atoms,), F.dtype)
 
 
 def qm9_or_synthetic(quick: bool):
@@ -133,16 +154,19 @@ def cormorant_rows(data, idx, target, arch, n_batches, passes) -> dict:
     be = fixed_batches(data, idx, 32, edges, n_batches)
     params, fd = step_fns("cormorant", dense, bd[0], target)
     _, fe = step_fns("cormorant", edges, be[0], target)
-    now = cm.aggregate_fused
-    cm.aggregate_fused = aggregate_before  # traced (compiled) now, with the old aggregation
+    now, now_e = cm.aggregate_fused, cm.aggregate_edges
+    cm.aggregate_fused, cm.aggregate_edges = aggregate_before, aggregate_edges_before  # traced now, old forms
     try:
         _, fb = step_fns("cormorant", dense, bd[0], target)
         jax.block_until_ready([fb["train step"](params["net"], b) for b in bd])
+        _, feb = step_fns("cormorant", edges, be[0], target)
+        jax.block_until_ready([feb["train step"](params["net"], b) for b in be])
     finally:
-        cm.aggregate_fused = now
+        cm.aggregate_fused, cm.aggregate_edges = now, now_e
     net = params["net"]
     res = compare({"dense, before": (fb["train step"], net, bd), "dense": (fd["train step"], net, bd),
-                   "edges": (fe["train step"], net, be)}, "cormorant train step", passes)
+                   "edges, before": (feb["train step"], net, be), "edges": (fe["train step"], net, be)},
+                  "cormorant train step", passes)
     base = res["dense, before"]["s_per_batch"]
     return {"config": {**dataclasses.asdict(dense), "pair_list": "dense | edges"}, "batch_size": 32,
             "rows": res, "speedup_over_dense_before": {k: base / v["s_per_batch"] for k, v in res.items()},
@@ -169,13 +193,29 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--batches", type=int, help=f"timed batches per variant and pass (default {BATCHES})")
+    p.add_argument("--passes", type=int, help=f"interleaved passes (default {PASSES})")
+    p.add_argument("--cormorant-only", action="store_true",
+                   help="run the Cormorant rows only and replace them in an existing --out (SchNet rows kept)")
     args = p.parse_args(argv)
     data, target, source = qm9_or_synthetic(args.quick)
     pool = QUICK["pool"] if args.quick else POOL
     idx = np.sort(np.random.default_rng(0).permutation(len(data))[:pool])
-    n_batches = QUICK["batches"] if args.quick else BATCHES
-    passes = QUICK["passes"] if args.quick else PASSES
+    n_batches = args.batches or (QUICK["batches"] if args.quick else BATCHES)
+    passes = args.passes or (QUICK["passes"] if args.quick else PASSES)
     t0 = time.perf_counter()
+    if args.cormorant_only:
+        results = json.loads(Path(args.out).read_text())
+        results["cormorant"] = cormorant_rows(data, idx, target, QUICK["cormorant"] if args.quick else CORMORANT,
+                                              n_batches, passes)
+        results["cormorant"].update(timed_batches=n_batches, passes=passes, date=time.strftime("%Y-%m-%d"),
+                                    wall_s=time.perf_counter() - t0, jax=jax.__version__)
+        from jaxqc.data.io import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(results, indent=1, default=float))
+        print(json.dumps({"cormorant speedup over dense before": results["cormorant"]["speedup_over_dense_before"]},
+                         indent=1))
+        return results
     results = {"experiment": "graph_batches", "quick": args.quick, "data": source, "pool": int(len(idx)),
                "n_buckets": N_BUCKETS, "timed_batches": n_batches, "passes": passes,
                "cormorant": cormorant_rows(data, idx, target, QUICK["cormorant"] if args.quick else CORMORANT,

@@ -71,7 +71,7 @@ def test_edge_path_equals_dense_path(x64):
     from jaxqc.data.molecules import with_edges
 
     mol = mixed_molecules(6, seed=1).molecules(n_atoms_pad=14, batch_pad=7, dtype=jnp.float64)
-    dense = CormorantConfig(l_max=2, cutoff_ang=3.0, **SMALL)
+    dense = CormorantConfig(l_max=2, cutoff_ang=3.0, **{**SMALL, "cg_levels": 2})  # levels 0 and 1: every path kind
     nets = [Cormorant(dense), Cormorant(dataclasses.replace(dense, pair_list="edges"))]
     params = nets[0].init(jax.random.PRNGKey(0), mol.Z, mol.R, mol.mask)
     params_e = nets[1].init(jax.random.PRNGKey(0), mol.Z, mol.R, mol.mask, edges=with_edges(mol, 3.0, 64).edges)

@@ -22,9 +22,15 @@ per path sums over neighbours and edge components together,
     F'_j[x, d, z] = sum_y CG[x, y, z] F_j[d, y],   A_i[c, d, z] = sum_{j, x} E_ij[c, x] F'_j[x, d, z],
 so no [B, A, A, channels^2, ...] tensor exists, and, laid out so, XLA:CPU transposes no per-atom
 channels^2 tensor either (the form before this one summed E_ij F_j first: this aggregation is 2-4x
-faster alone on 32 x 18 atoms, the QM9 train step 1.33x; experiments/graph_batches.py).
+faster alone on 32 x 18 atoms, the QM9 train step 1.33x and 1.36x in two runs; experiments/graph_batches.py).
 config.pair_list = "edges" runs on the batch's edge list instead (graph.EdgeList; per-edge messages
-E_e[c, x] F'_j[x, d, z] summed onto the receivers); the same parameters and function (tests).
+E_e[c, x] F'_j[x, d, z], a batched GEMM per edge, summed onto the receivers); the same parameters and
+function (tests).
+Where the QM9 train step's time goes (channels 8, 3 levels, l_max 2, 32 x 29 atoms; XLA per-op trace): the
+aggregation GEMMs are ~10%; the rest is memory-bound copies: the concatenation for the mix (~15%), the E
+layouts and their gradients (~20%), the per-atom square via e3nn.tensor_product (~10%), the radial MLP and
+edge scalars on all A^2 pairs (~15-20%). Folding the mix weights into the CG products (one GEMM per level,
+no concatenation) was exact but no faster: building the per-atom [dim E, dim out] matrices costs what it saves.
 
 Deviations from the published model (and why):
 - O(3) irreps: e3nn-jax labels irreps with a parity. parity="natural" (default) keeps l with parity (-1)^l,
@@ -166,7 +172,8 @@ def aggregate_edges(E: e3nn.IrrepsArray, F: e3nn.IrrepsArray, allowed: e3nn.Irre
             chunks.append(None)
             continue
         fp = jnp.einsum("jdy,xyz->jxdz", f, _cg(ir1.l, ir2.l, ir.l, f.dtype))[senders]  # [n_edges, 2l1+1, mul2, 2l+1]
-        msg = jnp.sum(e[:, :, :, None, None] * fp[:, None], axis=2)  # [n_edges, mul1, mul2, 2l+1]
+        # a batched GEMM per edge, [mul1, 2l1+1] x [2l1+1, mul2 (2l+1)]: no [n_edges, mul1, 2l1+1, mul2, 2l+1] product
+        msg = jnp.einsum("ecx,exq->ecq", e, fp.reshape(n_edges, ir1.dim, -1))  # [n_edges, mul1, mul2 (2l+1)]
         out = jax.ops.segment_sum(msg.reshape(n_edges, -1), receivers, n_atoms, indices_are_sorted=True)
         chunks.append(out.reshape(n_atoms, mul1 * mul2, ir.dim))
     return e3nn.from_chunks(irreps, chunks, (n_atoms,), F.dtype)
@@ -247,9 +254,9 @@ class Cormorant(nn.Module):
     return_features=True also the list of every level's IrrepsArray (for the covariance tests).
     config.pair_list = "edges" runs on `edges` (graph.EdgeList [B, budget] within at least the cutoff; None:
     every pair of the A atom slots); "dense" ignores `edges`. Same parameters both ways. Dense is the default:
-    on QM9 batches (89% of pairs within 5 Å) its GEMMs beat the per-edge messages and segment sums on
-    XLA:CPU by 11x in the train step (experiments/graph_batches.py); edges are for sparse graphs (large
-    molecules, short cutoffs) and accelerators, not measured here."""
+    on QM9 batches (~90% of pairs within 5 Å) its GEMMs beat the per-edge messages and segment sums on
+    XLA:CPU by 3.1x in the train step (11x before the per-edge GEMM; experiments/graph_batches.py); edges
+    are for sparse graphs (large molecules, short cutoffs) and accelerators, not measured here."""
 
     config: CormorantConfig
 
