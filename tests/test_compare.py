@@ -64,7 +64,7 @@ def test_property_data_lists_force_fields_as_not_applicable(tmp_path, capsys):
     path = tmp_path / "props.npz"
     io.write_npz(mixed_molecules(150), path)
     code, out, _ = run(capsys, "--data", str(path), "--target", "mu", "--budget", "tiny", "--methods",
-                       "krr-bob", "gdml", "sgdml", "dtnn", "cormorant", "--in-process", "--json", "--out", str(tmp_path / "c"))
+                       "krr-bob", "gdml", "sgdml", "dtnn", "--in-process", "--json", "--out", str(tmp_path / "c"))
     assert code == 0
     result = json.loads(out)
     assert result["data"]["kind"] == "property" and result["target"] == "mu" and result["units"]["energy"] == "D"
@@ -73,7 +73,7 @@ def test_property_data_lists_force_fields_as_not_applicable(tmp_path, capsys):
         assert entry["applicable"] is False and "force field" in entry["reason"]
         assert {"method": m, "applicable": False, "note": "not applicable: " + entry["reason"]} in result["rows"]
     ran = [r for r in result["rows"] if r["applicable"]]
-    assert {r["method"] for r in ran} == {"krr-bob", "dtnn", "cormorant"}
+    assert {r["method"] for r in ran} == {"krr-bob", "dtnn"}  # (Cormorant on QM9 U0: cormorant_vs_schnet --quick)
     assert all("forces_mae" not in r and np.isfinite(r["energy_mae"]) for r in ran)
 
 
