@@ -284,9 +284,9 @@ def in_model_order(model, data, source: str):
     R_ref = model.spec.reference_geometry(model.config, model.params)
     if z is None or R_ref is None or data.max_atoms != len(z) or np.any(data.Z != data.Z[:1]):
         return data  # frames in several orders: check_model_input says which
-    if not order_differs(z, R_ref, data.Z[0], data.R[0]):
+    perm = model_order(z, R_ref, data.Z[0], data.R[0], source)
+    if perm is None:
         return data
-    perm = atom_mapping(z, R_ref, data.Z[0], data.R[0], source)
     print(f"jaxqc: note: {source} lists the atoms in another order than the model; mapped by the bond graph "
           f"(model atom k = data atom {perm.tolist()}[k])", file=sys.stderr)
     from .data.molecules import Dataset
@@ -295,27 +295,27 @@ def in_model_order(model, data, source: str):
                    props=data.props, units=data.units, meta={**data.meta, "atom_map": perm.tolist()})
 
 
-def order_differs(z, R_ref, Z, R) -> bool:
-    """Whether atoms Z, R [N, 3] are the model's molecule (z, R_ref) listed in another order: other elements
-    at some index, or the same element sequence with other bonds (rMD17 and ethanol-xtb both list C C O H H
-    H H H H, but not the same hydrogen on the oxygen). False for another molecule (check_model_input says)."""
-    from .kernels.symmetries import bond_graph
+def model_order(z, R_ref, Z, R, source: str):
+    """perm with Z[perm] == z when atoms Z, R [N, 3] are the model's molecule (z, R_ref) listed in another
+    order, else None (already in its order, or another molecule: check_model_input says). Another order: other
+    elements at some index (no consistent mapping: a one-line DataError), or the same element sequence with
+    other bonds (rMD17 and ethanol-xtb both list C C O H H H H H H, not with the same hydrogen on the oxygen)."""
+    from .kernels.symmetries import bond_graph, map_atoms
 
     z, Z = np.asarray(z), np.asarray(Z)
     if len(Z) != len(z) or sorted(Z.tolist()) != sorted(z.tolist()):
-        return False
+        return None
     if np.any(Z != z):
-        return True
+        return atom_mapping(z, R_ref, Z, R, source)
     if np.array_equal(bond_graph(Z, R), bond_graph(z, R_ref)):
-        return False
-    from .kernels.symmetries import map_atoms
-
+        return None
     # the same element sequence with other bonds: another order only when some mapping keeps every bond (a
     # geometry with one bond stretched past the bond threshold has none: it stays in its own order)
     try:
-        return not np.array_equal(map_atoms(z, R_ref, Z, R), np.arange(len(z)))
+        perm = map_atoms(z, R_ref, Z, R)
     except DataError:
-        return False
+        return None
+    return None if np.array_equal(perm, np.arange(len(z))) else perm
 
 
 def atom_mapping(z, R_ref, Z, R, source: str) -> np.ndarray:
@@ -390,8 +390,8 @@ def cmd_md(args) -> int:
     Z, R = start.Z[k, :n], start.R[k, :n]
     where = f"{args.start} frame {k}"
     z = info["z"]
-    if z is not None and info.get("R_ref") is not None and order_differs(z, info["R_ref"], Z, R):
-        perm = atom_mapping(z, info["R_ref"], Z, R, where)
+    perm = None if z is None or info.get("R_ref") is None else model_order(z, info["R_ref"], Z, R, where)
+    if perm is not None:
         Z, R = Z[perm], R[perm]
         print(f"jaxqc: note: {where} lists the atoms in another order than the model; mapped by the bond graph "
               f"(the trajectory is written in the model's order: atom k = start atom {perm.tolist()}[k])",
