@@ -154,8 +154,8 @@ def config_fields(config_class, d: Mapping) -> dict:
 
 
 _SPECS: dict[str, ModelSpec] = {}
-_BUILTIN = ("krr", "gdml", "schnet", "dtnn", "cormorant")  # modules of jaxqc.models, in table order
-BUILTIN_NAMES = ("krr", "gdml", "sgdml", "schnet", "dtnn", "cormorant")  # what they register (for --help,
+_BUILTIN = ("krr", "gdml", "schnet", "dtnn", "cormorant", "mace")  # modules of jaxqc.models, in table order
+BUILTIN_NAMES = ("krr", "gdml", "sgdml", "schnet", "dtnn", "cormorant", "mace")  # what they register (for --help,
 # without importing jax and flax)
 _loaded = {"builtin": False, "plugins": False}
 
