@@ -292,7 +292,7 @@ def resolve(config: MACEConfig, data, idx) -> MACEConfig:
     return dataclasses.replace(config, **kw) if kw else config
 
 
-TINY = {"model": {"channels": 4, "l_max": 1, "n_bessel": 4, "radial_mlp": (8,), "readout_mlp": 4},
+TINY = {"model": {"channels": 4, "l_max": 1, "layers": 1, "n_bessel": 4, "radial_mlp": (8,), "readout_mlp": 4},
         "train": {"batch_size": 20, "n_buckets": 1}}
 QUICK = {"channels": 32, "l_max": 2}
 QUICK_EPOCHS = 30  # frames: to be tuned (a rough guess)
