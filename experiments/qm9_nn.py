@@ -210,7 +210,7 @@ def accuracy(args, peer: bool) -> dict:
 
 
 # malloc settings each code is timed under (a process-start setting: one worker process each). The jaxqc
-# command runs under huge_pages (jaxqc.cli.huge_page_command); schnetpack is fastest with the default.
+# command runs under huge_pages (jaxqc.runtime.huge_page_command); schnetpack is fastest with the default.
 ENVS = {"default": {}, "huge_pages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
 
 

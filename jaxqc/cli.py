@@ -10,27 +10,23 @@
 
 SOURCE is a registered name (`qm9`, `ethanol-xtb`) or a file. Errors print one line and exit 2.
 On Linux the command re-runs itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (see
-huge_page_command); JAXQC_HUGE_PAGES=0 turns that off.
+jaxqc.runtime.huge_page_command); JAXQC_HUGE_PAGES=0 turns that off.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
-
-def _add_units(p):
+def _add_units(p, unit_check: bool = True):
     p.add_argument("--energy-unit", help="unit of energies in the file (kcal/mol, eV, meV, Ha, kJ/mol)")
     p.add_argument("--force-unit", help="unit of forces in the file (e.g. eV/Å, kcal/mol/Å, Ha/bohr)")
     p.add_argument("--length-unit", help="unit of positions in the file (Å, bohr, nm)")
-
-
-def _add_unit_check(p):
-    p.add_argument("--no-unit-check", action="store_true",
-                   help="read energies and forces even where they are far beyond what molecules have (by default "
-                        "that is refused as the sign of a wrong --energy-unit)")
+    if unit_check:
+        p.add_argument("--no-unit-check", action="store_true",
+                       help="read energies and forces even where they are far beyond what molecules have (by "
+                            "default that is refused as the sign of a wrong --energy-unit)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -58,13 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("source", help="registered name (qm9, ethanol-xtb) or file path")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     _add_units(info)
-    _add_unit_check(info)
 
     conv = dsub.add_parser("convert", help="convert a data set to sGDML-style npz or extended XYZ")
     conv.add_argument("source")
     conv.add_argument("out", help="output file: .npz (kcal/mol, Å) or .extxyz (eV, Å)")
     _add_units(conv)
-    _add_unit_check(conv)
 
     gen = dsub.add_parser("generate", help="Langevin MD with GFN2-xTB (tblite) -> sGDML-style npz")
     gen.add_argument("--start", required=True, help="starting geometry (xyz, Å)")
@@ -136,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True,
                        help="model file to write (.npz), or a run directory (networks keep checkpoints there)")
     _add_units(train)
-    _add_unit_check(train)
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
     ev.add_argument("model")
@@ -146,10 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "saved test split: 'test' is every frame of --data not used for training or validation)")
     ev.add_argument("--json", action="store_true")
     _add_units(ev)
-    _add_unit_check(ev)
 
     mdp = sub.add_parser("md", help="molecular dynamics (NVE velocity Verlet, NVT Langevin) on a saved force field",
-                         description="Molecular dynamics on a gdml/sgdml model file or a schnet/dtnn/cormorant run directory. "
+                         description="Molecular dynamics on a saved force field (a model file or a network run directory). "
                                      "Writes TRAJ (extended XYZ, eV), TRAJ.csv (time_fs, potential, kinetic, total "
                                      "energy in kcal/mol, temperature_K), TRAJ.json (summary) and TRAJ.png.")
     mdp.add_argument("model", help="model file (.npz) or network run directory")
@@ -201,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run every method in this process instead of one worker process each (quicker start; "
                           "peak memory then includes what earlier methods left)")
     cmp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    _add_units(cmp)
+    _add_units(cmp, unit_check=False)
     return parser
 
 
@@ -217,22 +209,6 @@ COMMANDS = {  # (command, subcommand) -> function name in jaxqc.commands
 }
 
 
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-
-
-def huge_page_command(argv: list, environ: dict, platform: str = sys.platform):
-    """(argv, env) to re-run this command with glibc's malloc asking for transparent huge pages, or None.
-
-    XLA:CPU allocates a fresh temporary buffer for every call of a compiled function (~300 MB for a
-    SchNet force evaluation of 100 QM9 molecules) and the kernel maps it 4 KiB page by page: 72,000 page
-    faults per call, half of the call's time on one core (measured: 248 ms, with huge pages 144 ms). The
-    tunable must be set before the process starts, hence the re-run. None when not on Linux, when
-    GLIBC_TUNABLES is already set (also by the re-run itself) or when JAXQC_HUGE_PAGES=0."""
-    if platform != "linux" or "GLIBC_TUNABLES" in environ or environ.get("JAXQC_HUGE_PAGES") == "0":
-        return None
-    return [sys.executable, "-m", "jaxqc.cli", *argv], {**environ, "GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}
-
-
 def load_plugins(argv: list) -> None:
     """Import the --plugin FILE.py / module arguments first, so that their models are choices of `train`."""
     from .models.registry import load_plugin
@@ -245,10 +221,11 @@ def load_plugins(argv: list) -> None:
 
 
 def main(argv=None) -> int:
+    from . import runtime
     from .errors import JaxqcError
 
     if argv is None:  # the `jaxqc` command itself (not a call from Python)
-        rerun = huge_page_command(sys.argv[1:], dict(os.environ))
+        rerun = runtime.huge_page_command(sys.argv[1:], dict(os.environ))
         if rerun is not None:
             os.execve(rerun[0][0], rerun[0], rerun[1])
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -268,22 +245,7 @@ def main(argv=None) -> int:
     except Exception as err:  # noqa: BLE001 - the safety net: a bug, not a bad input; the checks come first
         if "--debug" in argv:
             raise
-        return internal_error(err)
-
-
-INTERNAL_ERROR = 3  # exit code of an unexpected exception (2: a bad input or setting)
-
-
-def internal_error(err: Exception) -> int:
-    """One line on stderr and the full traceback in a log file whose path it prints."""
-    import tempfile
-    import traceback
-
-    log = Path(tempfile.gettempdir()) / f"jaxqc-error-{os.getpid()}.log"
-    log.write_text("".join(traceback.format_exception(err)))
-    print(f"jaxqc: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
-          f"(traceback in {log}; --debug shows it here)", file=sys.stderr)
-    return INTERNAL_ERROR
+        return runtime.internal_error(err)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,26 @@
-"""Shared fixtures: float64 where tests ask for it, a PRNG key, NaN debugging, the shared data folder."""
+"""Shared fixtures: float64 where tests ask for it, a PRNG key, NaN debugging, the shared data folder, and
+one JAX compilation cache for the test session."""
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
+if os.environ.get("JAX_COMPILATION_CACHE_DIR", "") == os.environ.get("JAXQC_TEST_XLA_CACHE", ""):
+    # Many tests compile the same small models (a fit, then the benchmark row's fit of the same model), in this
+    # process and in the worker processes they start (which inherit these variables). A fresh folder per test
+    # process (each pytest-xdist worker has its own): no run reads another's compilations, no two processes
+    # write one file. A JAX_COMPILATION_CACHE_DIR set before the session is used as it is.
+    _CACHE = tempfile.mkdtemp(prefix="jaxqc_test_xla_cache_")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAXQC_TEST_XLA_CACHE=_CACHE,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
-from jaxqc.data.registry import shared_data_dir
+import jax  # noqa: E402  (after the cache settings)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxqc.data.registry import shared_data_dir  # noqa: E402
 
 jax.config.update("jax_debug_nans", True)
 

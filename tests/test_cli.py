@@ -101,7 +101,7 @@ def test_download_records_first_hash_and_rechecks(tmp_path, monkeypatch):
 def test_huge_page_rerun_only_when_unset_and_on_linux():
     """The jaxqc command re-runs itself once with glibc's huge-page tunable: not when GLIBC_TUNABLES is
     set (the re-run sets it, so it cannot loop), not when JAXQC_HUGE_PAGES=0, not off Linux."""
-    from jaxqc.cli import HUGE_PAGES_TUNABLE, huge_page_command
+    from jaxqc.runtime import HUGE_PAGES_TUNABLE, huge_page_command
 
     argv, env = huge_page_command(["md", "run", "--steps", "5"], {"PATH": "/bin"}, "linux")
     assert argv[1:] == ["-m", "jaxqc.cli", "md", "run", "--steps", "5"] and argv[0] == sys.executable
