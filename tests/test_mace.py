@@ -1,12 +1,12 @@
 """MACE: every layer's features rotate with the Wigner-D matrices of a rotation with inversion (float32 and
 float64), energies are invariant and forces rotate, forces equal finite differences, the edge-list path is
-the dense one, the product basis is what it should be and not trivial, training through the shared loop
-overfits a small set, and the CLI trains and evaluates it.
+the all-pairs one, the product basis is what it should be and not trivial, unknown elements give NaN, fit
+takes elements and avg_num_neighbors from the data, and `jaxqc train mace` (the shared loop) overfits a small
+set and `jaxqc evaluate` reports on it.
 
 Unit tests draw the parameters with numpy from the module's shapes (jax.eval_shape): compiling flax's
 random initialisers costs ~10 s on one CPU core per config, and the tests need the function, not the
 init distribution (the fit tests use the real init)."""
-import dataclasses
 import json
 import re
 
@@ -21,7 +21,6 @@ from jaxqc import testing
 from jaxqc.data import io
 from jaxqc.models.mace import MACE, MACEConfig, SymmetricContraction, resolve, symmetric_basis
 from jaxqc.models.network import module_energy
-from jaxqc.potential import forces_fn
 
 SMALL = dict(channels=4, max_L=2, l_max=2, correlation=3, n_bessel=4, radial_mlp=(8, 8), readout_mlp=4,
              elements=(1, 6, 8), avg_num_neighbors=8.0)
@@ -206,6 +205,11 @@ def test_fit_takes_elements_and_neighbours_from_the_training_data(ethanol):
     assert c.elements == (1, 6, 8) and c.max_z == 8 and c.avg_num_neighbors == 8.0  # ethanol: all pairs < 5 Å
     assert resolve(MACEConfig(cutoff_ang=1.2), ethanol, np.arange(10)).avg_num_neighbors < 2.0
     assert resolve(c, ethanol, np.arange(10)) is c
+    from helpers import mixed_molecules
+
+    mixed = mixed_molecules(20, seed=0)
+    elements = lambda idx: {int(z) for z in np.unique(mixed.Z[idx]) if z}  # noqa: E731
+    assert set(resolve(MACEConfig(), mixed, [0, 1], [2, 3]).elements) == elements([0, 1, 2, 3])
 
 
 def test_cli_trains_overfits_and_evaluates(tmp_path, capsys):

@@ -17,11 +17,14 @@ scalars. y_i is summed over layers; the energy is sum_i (scale y_i + shift + E_r
 Every operation is equivariant under O(3): the features of every layer rotate with the Wigner-D matrices
 of a rotation with inversion (tests/test_mace.py). dtype follows R (float64 under jax x64).
 
-The `paper` config is MACE's published rMD17 setting (Batatia et al. 2022, Sec. 5 / Table 1 and
-mace-torch's defaults, mace/tools/arg_parser.py): 256 channels (hidden irreps 256x0e + 256x1o, max_L = 1),
-spherical harmonics to l_max = 3, r_max = 5.0 Å, 8 Bessel functions, polynomial envelope p = 5,
-2 interaction layers, correlation order 3, radial MLP [64, 64, 64] (SiLU), last readout MLP 16x0e,
-avg_num_neighbors from the training data; trained with batch size 5, lr 0.01 (Adam), EMA 0.99.
+The `paper` config is MACE's rMD17 setting: 256 channels (hidden irreps 256x0e + 256x1o, max_L = 1),
+spherical harmonics to l_max = 3, r_max = 5.0 Å, 8 Bessel functions, polynomial envelope p = 5, 2 interaction
+layers, correlation order 3, radial MLP [64, 64, 64] (SiLU), last readout MLP 16x0e, avg_num_neighbors from
+the training data; trained with batch size 5, lr 0.01, EMA 0.99. Sources: Batatia et al. 2022 (arXiv
+2206.07697, rMD17 experiments: 256 channels, 2 layers, correlation 3) and mace-torch's defaults
+(mace/tools/arg_parser.py: max_ell 3, r_max 5.0, num_radial_basis 8, num_cutoff_basis 5, num_interactions 2,
+correlation 3, radial_MLP [64, 64, 64], MLP_irreps 16x0e, gate silu). The paper also reports models with
+max_L = 2 messages (256x0e + 256x1o + 256x2e): set max_L=2 for those.
 The default config (`jaxqc train mace` without flags) is a smaller one for CPU: 32 channels, l_max 2.
 
 Implementation choices (same function class as mace-torch, not its code):
@@ -32,8 +35,8 @@ Implementation choices (same function class as mace-torch, not its code):
   channel, with U summed over the permutations of each monomial (U is symmetric): one GEMM per order; the
   monomials' factors are picked by one-hot products, not gathers (whose gradients, scatter-adds, made the
   train step 1.6x (quick config) to 1.8x (paper config) slower on XLA:CPU).
-- elements: one-hot over config.elements (None: the training data's elements, set by fit, as MACE's
-  z_table); an atom of another element gets a NaN energy, never a silent guess. avg_num_neighbors (None:
+- elements: one-hot over config.elements (None: the elements of the training and validation data, set by
+  fit, as MACE's z_table); an atom of another element gets a NaN energy, never a silent guess. avg_num_neighbors (None:
   the training data's mean number of neighbours within r_max, set by fit).
 - edge vectors r_i - r_j (receiver minus sender) as mace-torch, so odd-l harmonics have its sign.
 """
@@ -71,7 +74,7 @@ class MACEConfig:
     radial_mlp: tuple = (64, 64, 64)         # hidden widths of the radial MLP (SiLU)
     readout_mlp: int = 16                    # hidden scalars of the last layer's readout (SiLU)
     avg_num_neighbors: float | None = None   # messages are divided by it; None: fit takes the training data's
-    elements: tuple | None = None            # atomic numbers of the one-hot; None: fit takes the training data's
+    elements: tuple | None = None            # atomic numbers of the one-hot; None: fit takes the train + valid data's
     pair_list: str = "edges"                 # edges (the batch's edge list within r_max) | dense (every pair)
     readout: str = "sum"                     # sum (extensive) | mean (intensive)
 
@@ -299,12 +302,14 @@ def average_neighbours(data, idx, cutoff_ang: float) -> float:
     return float(edge_counts(data, idx, cutoff_ang).sum() / max(int(data.n_atoms[idx].sum()), 1))
 
 
-def resolve(config: MACEConfig, data, idx) -> MACEConfig:
-    """config with elements (the elements of data[idx]) and avg_num_neighbors set where they are None."""
+def resolve(config: MACEConfig, data, idx, more_idx=()) -> MACEConfig:
+    """config with elements (those of data[idx] and data[more_idx], e.g. the training and validation molecules:
+    every molecule a fit batches) and avg_num_neighbors (over data[idx]) set where they are None."""
     idx = np.asarray(idx)
     kw = {}
     if not config.elements:
-        kw["elements"] = tuple(sorted(int(z) for z in np.unique(data.Z[idx]) if z > 0))
+        every = np.concatenate([idx, np.asarray(more_idx, int)]).astype(int)
+        kw["elements"] = tuple(sorted(int(z) for z in np.unique(data.Z[every]) if z > 0))
     if config.avg_num_neighbors is None:
         kw["avg_num_neighbors"] = round(average_neighbours(data, idx, config.cutoff_ang), 6)
     return dataclasses.replace(config, **kw) if kw else config
@@ -340,8 +345,10 @@ _base_fit = _SPEC.fit
 
 
 def _fit(config, data, split, key, budget, **run):
-    """The network fit with elements and avg_num_neighbors from the training molecules (when None)."""
-    return _base_fit(resolve(config, data, split["train"]), data, split, key, budget, **run)
+    """The network fit with elements (training and validation molecules) and avg_num_neighbors (training
+    molecules) from the data, where the config leaves them None."""
+    config = resolve(config, data, split["train"], split.get("valid", ()))
+    return _base_fit(config, data, split, key, budget, **run)
 
 
 SPEC = register(dataclasses.replace(_SPEC, fit=_fit))
