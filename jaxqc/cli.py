@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=None, help="networks (default 32)")
     train.add_argument("--lr", type=float, default=None, help="networks learning rate (default 5e-4)")
     train.add_argument("--features", type=int, default=None,
-                       help="networks: feature width (cormorant: channels per irrep)")
+                       help="networks: feature width (cormorant, mace: channels per irrep)")
     train.add_argument("--interactions", type=int, default=None,
-                       help="networks: interaction blocks (cormorant: CG levels)")
-    train.add_argument("--l-max", type=int, default=None, help="cormorant: largest l of the spherical features")
+                       help="networks: interaction blocks (cormorant: CG levels; mace: layers)")
+    train.add_argument("--l-max", type=int, default=None, help="cormorant, mace: largest l of the spherical harmonics")
     train.add_argument("--cutoff", type=float, default=None, help="networks cutoff in Å")
     train.add_argument("--resume", action="store_true", help="networks: continue the run in --out")
     train.add_argument("--overwrite", action="store_true", help="replace the model or run already at --out")
@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="quick: small N and short network runs, ~10 min on 2 CPU cores (default); paper: the "
                           "published protocols (rMD17 1000 frames, QM9 N up to 110k, long network runs: GPU)")
     cmp.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                     help="subset of krr-cm, krr-bob, gdml, sgdml, schnet, dtnn, cormorant (comma or space separated)")
+                     help="subset of krr-cm, krr-bob, gdml, sgdml, schnet, dtnn, cormorant, mace and the methods that plugins "
+                          "register (comma or space separated)")
     cmp.add_argument("--plan", action="store_true", help="print the plan (protocol, N, settings) without training")
     cmp.add_argument("--json", action="store_true", help="print the JSON result to stdout instead of the table")
     cmp.add_argument("--out", default=None, metavar="DIR",
