@@ -1,5 +1,6 @@
 """QM9 (Ramakrishnan et al. 2014): 130,831 small organic molecules (H, C, N, O, F; up to 29 atoms)
-with B3LYP/6-31G(2df,p) properties.
+with B3LYP/6-31G(2df,p) properties. (~520 lines on purpose: both readers, the unit conversions and the
+checks of every field share one table of targets and one cache format.)
 
 Two sources, one result (a `Dataset` whose props are `QM9_TARGETS`, in jaxqc units):
 
