@@ -229,6 +229,19 @@ def test_real_qm9_xyz_files_match_qm9pack(small_qm9pack):
         np.testing.assert_allclose(x.props[k], p.props[k], rtol=1e-9, atol=1e-9, err_msg=k)
 
 
+def _data_offset(path, member: str) -> int:
+    """Byte offset of a zip member's stored data (after its local header)."""
+    import struct
+    import zipfile
+
+    info = zipfile.ZipFile(path).getinfo(member)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
 def test_cache_roundtrip_and_corrupt_cache_errors(small_qm9pack, tmp_path):
     _, cache = small_qm9pack
     a, b = load_qm9(cache=cache), load_qm9(cache=cache)
@@ -244,8 +257,9 @@ def test_cache_roundtrip_and_corrupt_cache_errors(small_qm9pack, tmp_path):
     truncated.write_bytes(blob[: len(blob) // 2])
     flipped = tmp_path / "flipped.npz"
     mid = bytearray(blob)
-    mid[len(mid) // 2] ^= 0xFF
-    flipped.write_bytes(bytes(mid))
+    mid[_data_offset(cache, "R.npy") + 1000] ^= 0xFF  # a byte of the coordinates (the middle of the file may
+    mid = bytes(mid)                                 # be a zip header field that no reader looks at)
+    flipped.write_bytes(mid)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file at all")
     for bad in (truncated, flipped, garbage):
