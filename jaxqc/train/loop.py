@@ -168,10 +168,10 @@ def evaluate_batches(eval_step, net, stats, data: Dataset, idx, batch_size, buck
 
 
 def _progress(epoch, cfg, t_run, meta, row, end=False):
+    # the sooner of the epoch budget (at the pace so far) and the wall-clock budget or guard
+    left = t_run / max(1, epoch + 1 - meta["start_epoch"]) * (cfg.epochs - epoch - 1)
     if cfg.time_budget_min:
-        left = max(0.0, 60 * cfg.time_budget_min - t_run)
-    else:
-        left = t_run / max(1, epoch + 1 - meta["start_epoch"]) * (cfg.epochs - epoch - 1)
+        left = min(left, max(0.0, 60 * cfg.time_budget_min - t_run))
     # the metric that selects the model: forces when they are trained, else the energy (or property)
     metric = row.get("valid_forces_mae", row["valid_energy_mae"]) if cfg.force_weight > 0 else row["valid_energy_mae"]
     of = f"/{cfg.epochs}" if cfg.epochs < 10**8 else ""  # a time budget without an epoch limit: no total
