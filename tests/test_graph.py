@@ -157,3 +157,20 @@ def test_jitted_function_compiles_once_per_bucket_with_edges():
             shapes.append(mol.R.shape)
     assert len(shapes) > 2 * len(buckets)  # several batches per bucket
     assert sorted(traces) == sorted(set(shapes)) and len(traces) == len(buckets)
+
+
+def test_edges_within_refuses_edges_of_a_smaller_cutoff_and_fills_in_every_pair():
+    """The one check every network runs (SchNet, Cormorant, MACE): a batch's edges built within less than
+    the network's cutoff would silently miss pairs."""
+    import jax.numpy as jnp
+    import pytest
+
+    from jaxqc.data.graph import EdgeList, edges_within
+
+    mask = jnp.array([[True, True, True, False]])
+    every = edges_within(mask, None, 5.0)
+    assert every.senders.shape == (1, 12) and int(every.mask.sum()) == 6 and every.cutoff_ang == 5.0
+    small = EdgeList(senders=every.senders, receivers=every.receivers, mask=every.mask, cutoff_ang=3.0)
+    with pytest.raises(ValueError, match="less than the cutoff"):
+        edges_within(mask, small, 5.0)
+    assert edges_within(mask, small, 3.0) is small

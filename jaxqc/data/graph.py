@@ -175,6 +175,16 @@ def all_pair_edges(mask, cutoff_ang: Optional[float] = None) -> EdgeList:
     return EdgeList(senders=rep(j), receivers=rep(i), mask=emask, cutoff_ang=cutoff_ang)
 
 
+def edges_within(mask, edges: Optional[EdgeList], cutoff_ang: float) -> EdgeList:
+    """The edges a network with this cutoff runs on: the batch's own (refused when built within a smaller
+    cutoff: pairs the network needs would be missing), or every pair of the atom slots when it has none."""
+    if edges is None:
+        return all_pair_edges(mask, cutoff_ang)
+    if edges.cutoff_ang is not None and edges.cutoff_ang < cutoff_ang:
+        raise ValueError(f"edges built within {edges.cutoff_ang} Å, less than the cutoff {cutoff_ang} Å")
+    return edges
+
+
 def flat_edges(edges: EdgeList, n_atoms: int):
     """(senders [B E], receivers [B E], mask [B E]) as indices into the batch flattened to [B * A] atoms
     (b * A + index); receivers stay sorted, so segment sums can say indices_are_sorted."""

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data.graph import EdgeList, all_pair_edges, dense_pairs, edge_geometry, flat_edges, safe_norm
+from ..data.graph import EdgeList, dense_pairs, edge_geometry, edges_within, flat_edges, safe_norm
 from .layers import MLP, cosine_cutoff, gaussian_rbf
 
 
@@ -267,9 +267,7 @@ class Cormorant(nn.Module):
             raise ValueError(f"pair_list must be 'dense' or 'edges', not {c.pair_list!r}")
         flat = None
         if c.pair_list == "edges":
-            edges = all_pair_edges(mask, c.cutoff_ang) if edges is None else edges
-            if edges.cutoff_ang is not None and edges.cutoff_ang < c.cutoff_ang:
-                raise ValueError(f"edges built within {edges.cutoff_ang} Å, less than the cutoff {c.cutoff_ang} Å")
+            edges = edges_within(mask, edges, c.cutoff_ang)
             rbf, fcut, Y = edge_pair_inputs(R, edges, c)
             flat = flat_edges(edges, mask.shape[1])[:2]
         else:

@@ -33,7 +33,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 
-from ..data.graph import EdgeList, all_pair_edges, edge_geometry, flat_edges
+from ..data.graph import EdgeList, edge_geometry, edges_within, flat_edges
 from .layers import MLP, Dense, FilterNetwork, symmetric_sum, upper_pair_geometry
 
 
@@ -66,7 +66,7 @@ class SchNet(nn.Module):
         init = nn.initializers.normal(c.embedding_std) if c.embedding_std else nn.linear.default_embed_init
         x = nn.Embed(c.max_z + 1, c.features, embedding_init=init, name="embedding")(Z)  # [B, A, F]
         if c.pair_list == "edges":
-            convolve = EdgeConvolution(R, mask, c.cutoff_ang, all_pair_edges(mask) if edges is None else edges)
+            convolve = EdgeConvolution(R, mask, c.cutoff_ang, edges_within(mask, edges, c.cutoff_ang))
             d, pair = convolve.dist, convolve.ok
         elif c.pair_list == "dense":
             d, pair = upper_pair_geometry(R, mask, c.cutoff_ang)  # [B, P] Å, bool: the P pairs i < j
