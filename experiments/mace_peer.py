@@ -66,6 +66,11 @@ SAME_CONFIGS = (("default", {}, ("aspirin", "qm9")),
                 ("3layers_maxL2", dict(channels=8, l_max=3, max_L=2, layers=3), ("aspirin",)))
 SAME_QUICK = (("quick", dict(channels=4, l_max=2, radial_mlp=(8,), readout_mlp=4), ("aspirin", "qm9")),)
 N_SAME = 4                                   # molecules of each data set in the transfer check
+# MD speed (section `md`): Langevin at 500 K, dt 0.5 fs, from the first frame of rmd17_<case>_train_01; jaxqc's
+# jitted driver (jaxqc.md.run.run_md, MD_STEPS steps, compilation excluded) against ASE's Langevin with
+# mace-torch's MACECalculator (MD_PEER_STEPS steps after MD_WARMUP), the same weights, float64 and float32
+MD_CASES, MD_STEPS, MD_PEER_STEPS, MD_WARMUP = ("ethanol", "aspirin"), 2000, 200, 5
+MD_QUICK = dict(cases=("ethanol",), steps=40, peer_steps=10)
 OUT = Path(__file__).parent / "results" / "mace_peer"
 ENVS = {"default": {}, "huge_pages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
 ENV_OF = {"jaxqc": "huge_pages", "mace-torch": "default"}   # without --all-envs
@@ -621,6 +626,95 @@ def same_worker(args) -> dict:
     return out
 
 
+# ---- MD speed: jaxqc's jitted Langevin against ASE + mace-torch's calculator ------------------------------
+def md_data(case: str, quick: bool):
+    """(Dataset, description): rmd17_<case>_train_01 (ethanol-xtb without ../shared/data or with --quick)."""
+    from jaxqc.benchmark.nn_peer import shared_root
+
+    path = shared_root() / "rmd17" / f"rmd17_{case}_train_01.npz"
+    if path.exists() and not quick:
+        from jaxqc.data.io import read_npz
+
+        return read_npz(path), f"rMD17 {case} ({path.name}), frame 0"
+    from jaxqc.data import registry
+
+    return registry.load(FALLBACK), f"{FALLBACK}, frame 0"
+
+
+def md_worker(args) -> dict:
+    """Per case and dtype: steps/s of jaxqc's run_md and of ASE's Langevin with MACECalculator, one random
+    mace-torch model (the default config) transferred into jaxqc, energies checked equal at the start."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from jaxqc.md.run import MDConfig, run_md
+    from jaxqc.models import mace as jm
+    from jaxqc.nn import model as nnmodel
+    from jaxqc.units import EV_KCAL_MOL
+
+    cases = MD_QUICK["cases"] if args.quick else MD_CASES
+    steps = MD_QUICK["steps"] if args.quick else MD_STEPS
+    peer_steps = MD_QUICK["peer_steps"] if args.quick else MD_PEER_STEPS
+    overrides = dict(SAME_QUICK[0][1]) if args.quick else {}   # 2 layers: the transfer maps mace-torch's
+    peer = not args.no_peer
+    if peer:
+        torch = _import_torch()
+        torch.set_num_threads(n_threads())
+        from ase import Atoms, units
+        from ase.md.langevin import Langevin
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+        from mace.calculators import MACECalculator
+    out = {}
+    for case in cases:
+        data, desc = md_data(case, args.quick)
+        pool = np.arange(min(len(data), 1000))
+        config, stats = jaxqc_setup(data, pool, overrides)
+        energy = nnmodel.make_energy("mace", config)
+        mol = data.molecules(np.arange(1))
+        real = np.asarray(data.Z[0]) > 0
+        Z, R0 = np.asarray(data.Z[0])[real], np.asarray(data.R[0], np.float64)[real]
+        if peer:
+            torch.set_default_dtype(torch.float64)
+            tm = torch_model(config, stats, seed=1)
+            template = jax.eval_shape(jm.MACE(config).init, jax.random.PRNGKey(0), mol.Z, mol.R, mol.mask)["params"]
+            params, _ = torch_to_jaxqc(tm, config, template)
+        else:
+            params = nnmodel.init_params("mace", config, jax.random.PRNGKey(0), data.molecules(pool[:2]), stats)
+        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
+        for dtype in ("float64", "float32"):
+            cfg = MDConfig(steps=steps, dt_fs=0.5, temperature_k=500.0, ensemble="nvt", friction_per_fs=0.01,
+                           write_every=10, float64=dtype == "float64", bond_range_ang=None)
+            res = run_md(energy, params, Z, R0, cfg)
+            row = {"data": desc, "atoms": int(len(Z)), "config": dataclasses.asdict(config),
+                   "jaxqc": {"steps": res.steps_done, "steps_per_s": res.steps_per_s, "compile_s": res.compile_s,
+                             "stopped": res.stopped, "E0_kcal_mol": float(res.E[0])}}
+            if peer:
+                calc = MACECalculator(models=[tm], device="cpu", default_dtype=dtype,
+                                      energy_units_to_eV=1.0 / EV_KCAL_MOL)  # the model speaks kcal/mol
+                atoms = Atoms(numbers=Z, positions=R0)
+                atoms.calc = calc
+                e_peer = atoms.get_potential_energy() * EV_KCAL_MOL
+                MaxwellBoltzmannDistribution(atoms, temperature_K=500.0, rng=np.random.default_rng(0))
+                dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=500.0, friction=0.01 / units.fs,
+                               rng=np.random.default_rng(0))
+                dyn.run(MD_WARMUP)
+                t = time.perf_counter()
+                dyn.run(peer_steps)
+                wall = time.perf_counter() - t
+                row["ase_mace_torch"] = {"steps": peer_steps, "steps_per_s": peer_steps / wall,
+                                         "E0_kcal_mol": float(e_peer)}
+                row["E0_abs_diff_kcal_mol"] = abs(float(e_peer) - float(res.E[0]))
+                row["speedup_jaxqc_over_ase_mace_torch"] = res.steps_per_s / row["ase_mace_torch"]["steps_per_s"]
+            out[f"{case}_{dtype}"] = row
+            print(f"  md {case} {dtype}: jaxqc {res.steps_per_s:.0f} steps/s (compile {res.compile_s:.1f} s)"
+                  + (f", ASE + mace-torch {row['ase_mace_torch']['steps_per_s']:.0f} steps/s: "
+                     f"{row['speedup_jaxqc_over_ase_mace_torch']:.1f}x; |dE0| {row['E0_abs_diff_kcal_mol']:.1e}"
+                     if peer else ""), flush=True)
+    return out
+
+
 # ---- main -------------------------------------------------------------------------------------------
 def machine() -> dict:
     import jax
@@ -691,17 +785,20 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CI-sized")
     p.add_argument("--no-peer", action="store_true")
-    p.add_argument("--section", nargs="+", choices=["speed", "same"], default=["speed", "same"])
+    p.add_argument("--section", nargs="+", choices=["speed", "same", "md"], default=["speed", "same"],
+                   help="speed: train / inference throughput; same: the weight transfer; md: MD steps/s against "
+                        "ASE with mace-torch's calculator")
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), help="speed: these configs only (default all)")
     p.add_argument("--all-envs", action="store_true", help="time each code under both malloc settings, keep its best")
     p.add_argument("--out", default=str(OUT), help="results prefix: <out>_speed.json / .png")
     p.add_argument("--speed-worker", choices=["jaxqc", "mace-torch"], help=argparse.SUPPRESS)
     p.add_argument("--same-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--md-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.speed_worker or args.same_worker:
-        res = speed_worker(args) if args.speed_worker else same_worker(args)
+    if args.speed_worker or args.same_worker or args.md_worker:
+        res = speed_worker(args) if args.speed_worker else same_worker(args) if args.same_worker else md_worker(args)
         Path(args.worker_out).write_text(json.dumps(res, default=float))
         return res
     have_peer = importlib.util.find_spec("mace") is not None and importlib.util.find_spec("torch") is not None
@@ -718,8 +815,12 @@ def main(argv=None) -> dict:
     if "same" in args.section and peer:
         print("same function (float64) ...", flush=True)
         results["same_function"] = run_worker(["--same-worker"] + (["--quick"] if args.quick else []), {})
+    if "md" in args.section:
+        print("MD steps/s ...", flush=True)
+        results["md"] = run_worker(["--md-worker"] + (["--quick"] if args.quick else [])
+                                   + (["--no-peer"] if not peer else []), {})
     results["wall_s"] = time.perf_counter() - t0
-    out = Path(args.out + "_speed").with_suffix(".json")
+    out = Path(args.out + ("_speed" if "speed" in args.section or "same" in args.section else "_md")).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     if "speed" in results and plot_ratios(results, out.with_suffix(".png")):
         results["plot"] = str(out.with_suffix(".png"))

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--in-process", action="store_true",
                      help="run every method in this process instead of one worker process each (quicker start; "
                           "peak memory then includes what earlier methods left)")
+    cmp.add_argument("--jobs", default="auto", metavar="N|auto",
+                     help="worker processes at once, each on its own share of the CPUs (default auto: 2 on a "
+                          "CPU-only machine with 2 or more cores, else 1); the errors do not depend on it")
     cmp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     _add_units(cmp, unit_check=False)
     return parser

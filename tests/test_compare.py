@@ -107,14 +107,33 @@ def _water(n=20):
     ("budget", "unknown budget 'huge'; one of quick, paper"),
     ("test", "a different molecule (OH2, 3 atoms) from --data (C2OH6, 9 atoms)"),
     ("target", "--target U0: not in the data set"),
+    ("jobs", "--jobs 0: give a positive number of worker processes, or auto"),
 ])
 def test_errors_exit_2_with_one_line(tmp_path, capsys, case, expect):
     argv = {"data": ["--data", "nope.npz"], "method": ["--methods", "sgdml,banana"], "budget": ["--budget", "huge"],
-            "test": ["--test", str(tmp_path / "water.npz")], "target": ["--target", "U0"]}[case]
+            "test": ["--test", str(tmp_path / "water.npz")], "target": ["--target", "U0"], "jobs": ["--jobs", "0"]}[case]
     io.write_npz(_water(), tmp_path / "water.npz")
     code, out, err = run(capsys, *argv, "--plan")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("jaxqc: error: ") and expect in err
+
+
+def test_side_by_side_workers_give_the_in_process_errors(tmp_path, capsys):
+    """--jobs 2: two worker processes at once, each pinned to its own CPUs; the errors of one process with
+    every CPU, to 1e-7 (a one-thread BLAS / Eigen sums in another order: sGDML's differ in the 10th digit)."""
+    import os
+
+    argv = ["--budget", "tiny", "--methods", "krr-cm,sgdml,schnet", "--json"]
+    par = json.loads(run(capsys, *argv, "--jobs", "2", "--out", str(tmp_path / "par"))[1])
+    seq = json.loads(run(capsys, *argv, "--in-process", "--quiet", "--out", str(tmp_path / "seq"))[1])
+    assert [(r["method"], r["n_train"]) for r in par["rows"]] == [(r["method"], r["n_train"]) for r in seq["rows"]]
+    assert len(par["rows"]) == 5 and all("error" not in e for e in par["methods"].values())
+    for a, b in zip(par["rows"], seq["rows"]):
+        assert [a.get(k) is None for k in MAE_KEYS] == [b.get(k) is None for k in MAE_KEYS]
+        assert all(abs(a[k] - b[k]) <= 1e-7 * abs(b[k]) for k in MAE_KEYS if b.get(k) is not None), (a, b)
+    cpus = sorted(os.sched_getaffinity(0))
+    assert par["lanes"] == ([cpus[0::2], cpus[1::2]] if len(cpus) > 1 else [])
+    assert "own worker process" in par["memory"] and seq["lanes"] == []
 
 
 def test_paper_plan_frames(capsys):

@@ -38,3 +38,30 @@ def test_mace_peer_quick_with_mace_torch(tmp_path):
     for row in res["same_function"].values():
         assert row["energy_max_abs_diff"] < 1e-9 * max(1.0, row["energy_max_abs"])
         assert row["forces_max_abs_diff"] < 1e-9
+
+
+def test_mace_peer_md_section_quick_jaxqc(tmp_path):
+    """--section md --quick --no-peer: jaxqc's jitted Langevin MD with MACE (ethanol-xtb), steps/s and compile
+    time recorded in float64 and float32, no stop; the ASE + mace-torch route needs the peer."""
+    res = _experiment().main(["--quick", "--no-peer", "--section", "md", "--out", str(tmp_path / "q")])
+    for dtype in ("float64", "float32"):
+        row = res["md"][f"ethanol_{dtype}"]
+        assert row["jaxqc"]["steps"] == 40 and row["jaxqc"]["stopped"] is None
+        assert row["jaxqc"]["steps_per_s"] > 0 and row["jaxqc"]["compile_s"] > 0 and "ase_mace_torch" not in row
+    assert json.loads((tmp_path / "q_md.json").read_text())["md"].keys() == res["md"].keys()
+
+
+def test_mace_gpu_script_runs_tiny_on_cpu(tmp_path):
+    """experiments/mace_gpu.py --quick (the accelerator script at CPU size): every item measured, none failed,
+    the JSON written after each item."""
+    spec = importlib.util.spec_from_file_location("mace_gpu", ROOT / "experiments" / "mace_gpu.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    res = exp.main(["--quick", "--out", str(tmp_path / "g.json")])
+    items = res["items"]
+    assert set(items) == {"quick_aspirin_b5", "md_one_float32", "md_replicas_3"}
+    assert all("error" not in r and "skipped" not in r for r in items.values()), items
+    assert items["quick_aspirin_b5"]["train_mol_per_s"] > 0 and items["quick_aspirin_b5"]["train_first_call_s"] > 0
+    assert items["md_one_float32"]["steps"] == 40 and items["md_replicas_3"]["replicas"] == 3
+    assert json.loads((tmp_path / "g.json").read_text())["items"].keys() == items.keys()
+    assert res["backend"] == "cpu"

@@ -99,8 +99,8 @@ def run_jaxqc(data, split, arch: dict, rec: dict, budget_min: float, target: str
     from jaxqc.train import loop
     from jaxqc.train.run import load_network, predict_network, train_network
 
-    cfg = loop.TrainConfig(epochs=epochs, time_budget_min=budget_min, ema_decay=None, schedule="plateau",
-                           patience=10**9, seed=0, **{**rec, **train_overrides})
+    cfg = loop.TrainConfig(**{"epochs": epochs, "time_budget_min": budget_min, "ema_decay": None,
+                              "schedule": "plateau", "patience": 10**9, "seed": 0, **rec, **train_overrides})
     t0 = time.perf_counter()
     summary = train_network(kind, data, target, forces, len(split["train"]), len(split["valid"]), cfg, run_dir,
                             model_overrides=arch, split=dict(split), progress=False, resume=resume)

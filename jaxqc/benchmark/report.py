@@ -63,7 +63,8 @@ def provenance(command: str | None, in_process: bool) -> dict:
                        "predict_per_s: test molecules per second of a second prediction pass (energies and forces "
                        "where the method has forces; the first pass compiled). Budgets count epochs, not time, so "
                        "the errors do not depend on the machine's load (except rows with hit_time_guard); the "
-                       "times do, and the CPU may be shared with other jobs.")}
+                       "times do, and the CPU may be shared with other jobs. Without --in-process, worker "
+                       "processes run side by side, each on its own CPUs (`lanes`: the CPU sets; --jobs).")}
 
 
 def command_line(args, methods=None) -> str:

@@ -12,6 +12,7 @@ peak memory is its own.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -272,9 +273,40 @@ def worker_spec(ctx: dict, out_dir: Path, progress: bool) -> dict:
             "plugins": plugin_sources([m for m, e in ctx["plan"].items() if e["applicable"]])}
 
 
-def run(ctx: dict, out_dir, in_process: bool = False, progress: bool = True) -> dict:
-    """Run every applicable method of the plan; write out_dir/compare.json, plots and predictions."""
+def parse_jobs(jobs):
+    """--jobs: "auto" or a positive int."""
+    if jobs in (None, "auto"):
+        return "auto"
+    try:
+        n = int(jobs)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise JaxqcError(f"--jobs {jobs}: give a positive number of worker processes, or auto")
+    return n
+
+
+def lanes(jobs) -> list:
+    """The CPU sets of the worker processes that run at once: `jobs` ("auto": 2 on a CPU-only machine with 2
+    or more cores, else 1) lanes, each owning an equal share of this process's CPUs ([None]: one lane with
+    every CPU). Budgets count epochs, so the errors do not depend on the lanes; the times are those of a
+    lane's cores."""
+    import jax
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    n = parse_jobs(jobs)
+    if n == "auto":
+        n = 2 if jax.default_backend() == "cpu" and len(cpus) >= 2 else 1
+    n = min(n, len(cpus))
+    return [cpus[k::n] for k in range(n)] if n > 1 else [None]
+
+
+def run(ctx: dict, out_dir, in_process: bool = False, progress: bool = True, jobs="auto") -> dict:
+    """Run every applicable method of the plan; write out_dir/compare.json, plots and predictions. Worker
+    processes run `jobs` at a time (lanes), the methods taken in the plan's order."""
     import json
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -283,22 +315,36 @@ def run(ctx: dict, out_dir, in_process: bool = False, progress: bool = True) -> 
     data, test_file, proto = ctx["data"], ctx["test_file"], ctx["proto"]
     test = (test_file if test_file is not None else data).subset(proto["test"])
     base = None if in_process else worker_spec(ctx, out_dir, progress)
-    for method, entry in ctx["plan"].items():
-        if not entry["applicable"]:
-            continue
-        if progress:
-            print(f"compare: {method} ({entry['description']}), N = {', '.join(map(str, entry['n_train']))}",
-                  file=sys.stderr, flush=True)
-        t = time.perf_counter()
-        if in_process:
-            res = run_method(method, ctx["budget"], data, proto, test, ctx["target"], ctx["kind"], out_dir, progress,
-                             seed=ctx.get("seed", 0))
-        else:
-            res = run_in_worker({**base, "method": method})
-        res["wall_s"] = time.perf_counter() - t
-        if "error" in res and progress:
-            print(f"compare: {method} failed: {res['error']}", file=sys.stderr, flush=True)
-        entry.update(res)
+    cpu_sets = [None] if in_process else lanes(jobs)
+    result["lanes"] = [c for c in cpu_sets if c is not None]
+    free = queue.Queue()
+    for c in cpu_sets:
+        free.put(c)
+
+    def one(method, entry):
+        cpus = free.get()
+        try:
+            if progress:
+                print(f"compare: {method} ({entry['description']}), N = {', '.join(map(str, entry['n_train']))}"
+                      + (f" [CPUs {','.join(map(str, cpus))}]" if cpus else ""), file=sys.stderr, flush=True)
+            t = time.perf_counter()
+            if in_process:
+                res = run_method(method, ctx["budget"], data, proto, test, ctx["target"], ctx["kind"], out_dir,
+                                 progress, seed=ctx.get("seed", 0))
+            else:
+                res = run_in_worker({**base, "method": method, "cpus": cpus},
+                                    prefix=f"[{method}] " if len(cpu_sets) > 1 else "")
+            res["wall_s"] = time.perf_counter() - t
+            if "error" in res and progress:
+                print(f"compare: {method} failed: {res['error']}", file=sys.stderr, flush=True)
+            entry.update(res)
+        finally:
+            free.put(cpus)
+
+    todo = [(m, e) for m, e in ctx["plan"].items() if e["applicable"]]
+    with ThreadPoolExecutor(max_workers=len(cpu_sets)) as pool:
+        for f in [pool.submit(one, m, e) for m, e in todo]:
+            f.result()
     result["rows"] = report.table_rows(ctx["plan"])
     result["plots"] = report.make_plots(result, out_dir, all_methods())
     result["wall_s"] = time.perf_counter() - t0
@@ -311,6 +357,7 @@ def main(args) -> int:
     """The `jaxqc compare` command (args from cli.build_parser)."""
     import json
 
+    parse_jobs(getattr(args, "jobs", "auto"))
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise JaxqcError(f"--out {args.out}: a file is already there; give a folder for compare.json and the plots")
     ctx = build(args)
@@ -320,7 +367,7 @@ def main(args) -> int:
         print(json.dumps(plan, default=json_default) if args.json else report.format_plan(plan))
         return 0
     result = run(ctx, args.out or f"compare_{ctx['info']['name']}", in_process=args.in_process,
-                 progress=not args.quiet)
+                 progress=not args.quiet, jobs=getattr(args, "jobs", "auto"))
     if args.json:
         print(json.dumps(result, default=json_default))
     else:

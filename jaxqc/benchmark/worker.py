@@ -10,9 +10,12 @@ registered it; the worker writes {"runs": [...], "error"?, "predictions"?} to SP
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,8 @@ def main(spec_path) -> int:
     from .runner import run_method
 
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec["cpus"])
     try:
         for source in spec.get("plugins", []):
             load_plugin(source)
@@ -90,24 +95,65 @@ def main(spec_path) -> int:
     return 0
 
 
-def run_in_worker(spec: dict) -> dict:
-    """Run one method in a fresh process; its progress lines go to our stderr (stdout stays the table)."""
+def lane_env(cpus) -> dict:
+    """The environment of a worker that owns the CPUs `cpus` (None: all of them, nothing changed): BLAS
+    thread pools sized to them."""
+    env = dict(os.environ)
+    if cpus:
+        n = str(len(cpus))
+        env.update(OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+        if len(cpus) == 1:  # XLA's thread pools follow the affinity the worker sets; Eigen's threads off
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
+
+
+def relay(stream, prefix: str = "", every_s: float = 20.0) -> str:
+    """Copy a worker's output to our stderr; returns its last non-empty line. Without a prefix the bytes
+    pass as they are (progress lines redraw with \\r); with one (workers running side by side) every line
+    gets the prefix and a redrawn progress line is shown at most every `every_s` seconds."""
+    last, buf, shown = "", "", 0.0
+    while chunk := stream.read1(4096):
+        text = chunk.decode(errors="replace")
+        if not prefix:
+            sys.stderr.write(text)
+        else:
+            buf += text
+            *parts, buf = _segments(buf)
+            for seg, end in parts:
+                if seg.strip() and (end == "\n" or time.monotonic() - shown > every_s):
+                    sys.stderr.write(prefix + seg.strip() + "\n")
+                    shown = time.monotonic() if end == "\r" else shown
+        sys.stderr.flush()
+        lines = [x for x in re.split(r"[\r\n]", text) if x.strip()]
+        last = lines[-1].strip() if lines else last
+    if prefix and buf.strip():
+        sys.stderr.write(prefix + buf.strip() + "\n")
+    return last
+
+
+def _segments(buf: str):
+    """[(segment, "\\r" or "\\n"), ..., unfinished]: a buffer cut after each carriage return or newline."""
+    out, start = [], 0
+    for m in re.finditer(r"[\r\n]", buf):
+        out.append((buf[start:m.start()], m.group()))
+        start = m.end()
+    return [*out, buf[start:]]
+
+
+def run_in_worker(spec: dict, prefix: str = "") -> dict:
+    """Run one method in a fresh process (on spec["cpus"] when given); its progress lines go to our stderr,
+    each with `prefix` (stdout stays the table)."""
     with tempfile.TemporaryDirectory(prefix="jaxqc_compare_") as tmp:
         spec = {**spec, "result": str(Path(tmp) / "result.json")}
         path = Path(tmp) / "spec.json"
         path.write_text(json.dumps(spec, default=json_default))
         proc = subprocess.Popen([sys.executable, "-m", "jaxqc.benchmark.worker", str(path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        tail = b""
-        while chunk := proc.stdout.read1(4096):
-            sys.stderr.write(chunk.decode(errors="replace"))
-            sys.stderr.flush()
-            tail = (tail + chunk)[-2000:]
+                                stderr=subprocess.STDOUT, env=lane_env(spec.get("cpus")))
+        last = relay(proc.stdout, prefix)
         code = proc.wait()
         if not Path(spec["result"]).exists():
-            last = tail.decode(errors="replace").strip().splitlines()[-1:] or [""]
             return {"runs": [], "error": f"worker process exited with status {code} before writing a result "
-                                         f"(killed, e.g. out of memory?) {last[0]}".strip()}
+                                         f"(killed, e.g. out of memory?) {last}".strip()}
         return json.loads(Path(spec["result"]).read_text())
 
 
