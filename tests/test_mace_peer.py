@@ -65,3 +65,20 @@ def test_mace_gpu_script_runs_tiny_on_cpu(tmp_path):
     assert items["md_one_float32"]["steps"] == 40 and items["md_replicas_3"]["replicas"] == 3
     assert json.loads((tmp_path / "g.json").read_text())["items"].keys() == items.keys()
     assert res["backend"] == "cpu"
+
+
+def test_mace_rmd17_experiment_quick(tmp_path):
+    """experiments/mace_rmd17.py --quick: a tiny MACE on 20 rMD17 ethanol frames (3 epochs) and sGDML on the same
+    frames; the validation curve, the CPU time and the test errors recorded (skips without ../shared/data)."""
+    from conftest import shared
+
+    shared("rmd17", "rmd17_ethanol_train_01.npz")
+    spec = importlib.util.spec_from_file_location("mace_rmd17", ROOT / "experiments" / "mace_rmd17.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    res = exp.main(["--quick", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path / "m.json")])
+    (row,) = res["runs"]
+    assert row["n_train"] == 20 and row["n_test"] == 50 and row["mace"]["epochs"] == 3
+    assert len(row["mace"]["curve"]) == 3 and row["mace"]["cpu_s"] > 0
+    assert row["mace"]["test"]["forces_mae"] > 0 and row["sgdml"]["forces_mae"] > 0
+    assert json.loads((tmp_path / "m.json").read_text())["runs"][0]["n_train"] == 20
