@@ -234,3 +234,15 @@ def test_cli_trains_overfits_and_evaluates(tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", "ethanol-xtb", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] > 0 and res["forces"]["mae"] > 0 and res["forces"]["unit"] == "kcal/mol/Å"
+
+
+def test_qm9_references_of_elements_the_model_does_not_embed_are_left_out():
+    """MACE embeds only the training molecules' elements: QM9 U0 training data without fluorine gives
+    max_z 8, and the free-atom references stop there (they used to index past the end)."""
+    from jaxqc.elements import QM9_ATOM_REF_HA
+    from jaxqc.nn.model import atom_reference
+    from jaxqc.units import HARTREE_KCAL_MOL
+
+    ref = atom_reference(None, "U0", max_z=8)
+    assert ref.shape == (9,) and ref[1] == QM9_ATOM_REF_HA["U0"][1] * HARTREE_KCAL_MOL
+    assert ref[8] == QM9_ATOM_REF_HA["U0"][8] * HARTREE_KCAL_MOL and 9 in QM9_ATOM_REF_HA["U0"]

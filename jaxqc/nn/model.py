@@ -78,13 +78,15 @@ def fit_stats(data: Dataset, idx, target: str, atom_ref: np.ndarray, use_forces:
 
 def atom_reference(data: Dataset, target: str, max_z: int) -> np.ndarray:
     """[max_z + 1] per-element reference: QM9's free-atom energies for U0/U/H/G, else zeros (MD data:
-    the shift absorbs the mean)."""
+    the shift absorbs the mean). Elements above max_z (a model that embeds only the training molecules'
+    elements, e.g. MACE without fluorine) are left out: the model cannot see them."""
     ref = np.zeros(max_z + 1)
     if target in ("U0", "U", "H", "G"):
         from ..elements import QM9_ATOM_REF_HA
         from ..units import HARTREE_KCAL_MOL
         for z, e in QM9_ATOM_REF_HA[target].items():
-            ref[z] = e * HARTREE_KCAL_MOL
+            if z <= max_z:
+                ref[z] = e * HARTREE_KCAL_MOL
     return ref
 
 
