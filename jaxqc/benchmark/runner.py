@@ -342,9 +342,13 @@ def run(ctx: dict, out_dir, in_process: bool = False, progress: bool = True, job
             free.put(cpus)
 
     todo = [(m, e) for m, e in ctx["plan"].items() if e["applicable"]]
-    with ThreadPoolExecutor(max_workers=len(cpu_sets)) as pool:
-        for f in [pool.submit(one, m, e) for m, e in todo]:
-            f.result()
+    if len(cpu_sets) == 1:  # one lane: in this thread (Ctrl-C stops it at once)
+        for m, e in todo:
+            one(m, e)
+    else:
+        with ThreadPoolExecutor(max_workers=len(cpu_sets)) as pool:
+            for f in [pool.submit(one, m, e) for m, e in todo]:
+                f.result()
     result["rows"] = report.table_rows(ctx["plan"])
     result["plots"] = report.make_plots(result, out_dir, all_methods())
     result["wall_s"] = time.perf_counter() - t0
