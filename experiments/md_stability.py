@@ -2,11 +2,12 @@
 models (MACE, SchNet, sGDML, ...) of rMD17 molecules, and NVE energy conservation of the same models.
 
 Stability: for each model, `--replicas` trajectories at once (jaxqc.md.replicas.langevin_replicas: one
-vmapped, jitted BAOAB step; friction 0.01 / fs, dt 0.5 fs, float32), started from frames 0, 250, 500, 750 of
+vmapped, jitted BAOAB step; friction 0.01 / fs, dt 0.5 fs), started from frames 0, 250, 500, 750 of
 rmd17_<molecule>_test_01.npz with Maxwell–Boltzmann velocities at 500 K (seeded). After every step every
 covalent bond of the start geometry must lie within [0.7, 2.5] Å; a replica's first step outside is its
 failure time (the replica stops there). Reported: the fraction of replicas that failed, their times, the
-mean temperature, replica-steps/s.
+mean temperature, replica-steps/s. Networks run in float32, kernel models (sGDML) in float64, as their
+model files ask (`jaxqc.md.models.load_potential`'s float64 flag).
 NVE: velocity Verlet in float64 for `--nve-ps` ps at dt 0.5 fs from frame 0 with 300 K velocities; total
 energy drift (slope) and fluctuation (jaxqc.md.run.drift_and_fluctuation).
 
@@ -67,9 +68,12 @@ def study(name: str, path, Z, R_starts, args) -> dict:
     steps = int(round(args.ps * 1000 / DT_FS))
     print(f"{name}: {info['description']}; {args.replicas} replicas x {args.ps:g} ps at {TEMPERATURE_K:g} K", flush=True)
     t = time.perf_counter()
+    float64 = bool(info.get("float64"))  # kernel models evaluate in float64 (their float32 forces are noise)
     lang = langevin_replicas(energy, params, Z, R_starts[:args.replicas], steps, dt_fs=DT_FS,
                              temperature_k=TEMPERATURE_K, friction_per_fs=FRICTION_PER_FS, seed=0,
-                             bond_range_ang=BOND_RANGE_ANG, block_steps=min(BLOCK_STEPS, steps), progress=True)
+                             bond_range_ang=BOND_RANGE_ANG, block_steps=min(BLOCK_STEPS, steps), float64=float64,
+                             progress=True)
+    lang["precision"] = "float64" if float64 else "float32"
     lang["wall_s"] = time.perf_counter() - t
     failed = [b >= 0 for b in lang["first_bad_step"]]
     lang["fraction_failed"] = sum(failed) / len(failed)
@@ -94,6 +98,7 @@ def main(argv=None) -> dict:
     p.add_argument("--nve-ps", type=float, default=NVE_PS)
     p.add_argument("--quick", action="store_true", help="CI-sized: a small sGDML of ethanol-xtb, 2 replicas, 0.2 ps")
     p.add_argument("--out", help="JSON path (default results/md_stability_<molecule>.json)")
+    p.add_argument("--update", action="store_true", help="keep the other models of an existing --out JSON")
     args = p.parse_args(argv)
     if args.quick:
         args.ps, args.nve_ps, args.replicas = QUICK["ps"], QUICK["nve_ps"], QUICK["replicas"]
@@ -110,11 +115,15 @@ def main(argv=None) -> dict:
                "quick": args.quick,
                "langevin": {"ps": args.ps, "temperature_K": TEMPERATURE_K, "dt_fs": DT_FS,
                             "friction_per_fs": FRICTION_PER_FS, "bond_range_ang": BOND_RANGE_ANG,
-                            "start_frames": START_FRAMES[:args.replicas], "precision": "float32"},
+                            "start_frames": START_FRAMES[:args.replicas],
+                            "precision": "float32 for networks, float64 for kernel models"},
                "nve": {"ps": args.nve_ps, "temperature_K": NVE_T_K, "dt_fs": DT_FS, "precision": "float64"},
                "date": time.strftime("%Y-%m-%d"),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-               "models": {name: study(name, path, Z, R_starts, args) for name, path in models.items()}}
+               "models": {}}
+    if args.update and out.exists():
+        results["models"] = json.loads(out.read_text())["models"]
+    results["models"].update({name: study(name, path, Z, R_starts, args) for name, path in models.items()})
     results["wall_s"] = time.perf_counter() - t0
     from jaxqc.data.io import atomic_write_text
 
