@@ -123,11 +123,11 @@ def test_side_by_side_workers_give_the_in_process_errors(tmp_path, capsys):
     every CPU, to 1e-7 (a one-thread BLAS / Eigen sums in another order: sGDML's differ in the 10th digit)."""
     import os
 
-    argv = ["--budget", "tiny", "--methods", "krr-cm,sgdml,schnet", "--json"]
+    argv = ["--budget", "tiny", "--methods", "krr-cm,sgdml", "--json"]
     par = json.loads(run(capsys, *argv, "--jobs", "2", "--out", str(tmp_path / "par"))[1])
     seq = json.loads(run(capsys, *argv, "--in-process", "--quiet", "--out", str(tmp_path / "seq"))[1])
     assert [(r["method"], r["n_train"]) for r in par["rows"]] == [(r["method"], r["n_train"]) for r in seq["rows"]]
-    assert len(par["rows"]) == 5 and all("error" not in e for e in par["methods"].values())
+    assert len(par["rows"]) == 4 and all("error" not in e for e in par["methods"].values())
     for a, b in zip(par["rows"], seq["rows"]):
         assert [a.get(k) is None for k in MAE_KEYS] == [b.get(k) is None for k in MAE_KEYS]
         assert all(abs(a[k] - b[k]) <= 1e-7 * abs(b[k]) for k in MAE_KEYS if b.get(k) is not None), (a, b)

@@ -40,6 +40,7 @@ def test_mace_peer_quick_with_mace_torch(tmp_path):
         assert row["forces_max_abs_diff"] < 1e-9
 
 
+@pytest.mark.slow
 def test_mace_peer_md_section_quick_jaxqc(tmp_path):
     """--section md --quick --no-peer: jaxqc's jitted Langevin MD with MACE (ethanol-xtb), steps/s and compile
     time recorded in float64 and float32, no stop; the ASE + mace-torch route needs the peer."""
@@ -82,3 +83,16 @@ def test_mace_rmd17_experiment_quick(tmp_path):
     assert len(row["mace"]["curve"]) == 3 and row["mace"]["cpu_s"] > 0
     assert row["mace"]["test"]["forces_mae"] > 0 and row["sgdml"]["forces_mae"] > 0
     assert json.loads((tmp_path / "m.json").read_text())["runs"][0]["n_train"] == 20
+
+
+@pytest.mark.slow
+def test_mace_profile_quick(tmp_path):
+    """experiments/mace_profile.py --quick: XLA's FLOP counts of a tiny MACE, full and without the
+    higher-order product basis; removing a part removes work."""
+    spec = importlib.util.spec_from_file_location("mace_profile", ROOT / "experiments" / "mace_profile.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    res = exp.main(["--quick", "--out", str(tmp_path / "p.json")])
+    full, lin = res["variants"]["full"], res["variants"]["correlation_1"]
+    assert full["infer"]["gflop"] > lin["infer"]["gflop"] > 0 and full["train"]["gflop"] > full["infer"]["gflop"]
+    assert 0 < res["share_of_full"]["correlation_1"]["infer"] < 1
