@@ -2,8 +2,8 @@
 
 The replicas' states are stacked on a leading axis [n] and advanced together by one vmapped, jitted BAOAB
 step (jaxqc.md.integrators.nvt_langevin), in blocks of `block_steps` steps (one compiled block). After
-every step each replica is checked: every covalent bond of the start geometry (jaxqc's bond graph, bonds
-that start inside the range) must stay within `bond_range_ang`, and positions and energy must be finite.
+every step each replica is checked: every covalent bond of the start geometry (jaxqc.md.run.start_bonds,
+as `jaxqc md`'s guard) must stay within `bond_range_ang`, and positions and energy must be finite.
 A replica's first step outside is recorded and the replica is frozen there (its state stops changing), so
 one unphysical trajectory neither stops the others nor spreads non-finite numbers.
 """
@@ -17,20 +17,9 @@ import numpy as np
 
 from ..elements import masses_amu
 from ..errors import JaxqcError
-from ..units import AMU_ANG2_FS2_KCAL_MOL, KB_KCAL_MOL_K
 from . import integrators as md
 from .models import cast_params
-
-
-def start_bonds(Z, R0, bond_range_ang) -> tuple[np.ndarray, np.ndarray]:
-    """(i, j) of the covalent bonds of geometry R0 [A, 3] Å whose length lies within bond_range_ang."""
-    from ..kernels.symmetries import bond_graph
-
-    R0 = np.asarray(R0, np.float64)
-    i, j = np.nonzero(np.triu(bond_graph(np.asarray(Z), R0)))
-    d = np.linalg.norm(R0[i] - R0[j], axis=-1)
-    keep = (d >= bond_range_ang[0]) & (d <= bond_range_ang[1])
-    return i[keep], j[keep]
+from .run import start_bonds
 
 
 def langevin_replicas(energy, params, Z, R0, steps: int, dt_fs: float = 0.5, temperature_k: float = 500.0,
@@ -52,7 +41,6 @@ def langevin_replicas(energy, params, Z, R0, steps: int, dt_fs: float = 0.5, tem
     n, m = len(R0), masses_amu(Z)
     bi, bj = start_bonds(Z, R0[0], bond_range_ang)
     lo, hi = bond_range_ang
-    dof = 3 * len(Z) - 3
     dtype = jnp.float64 if float64 else jnp.float32
     with jax.enable_x64(float64):
         p = cast_params(params, dtype)
@@ -62,7 +50,6 @@ def langevin_replicas(energy, params, Z, R0, steps: int, dt_fs: float = 0.5, tem
         v0 = jax.vmap(lambda k: md.maxwell_boltzmann(k, m, temperature_k, dtype))(keys[:n])
         state = jax.jit(jax.vmap(init_fn, in_axes=(None, 0, 0, 0)))(p, jnp.asarray(R0, dtype), v0, keys[n:])
         vstep = jax.vmap(step_fn, in_axes=(None, 0))
-        masses = jnp.asarray(m, dtype)[None, :, None]
 
         def sane(s):  # [n] bool
             d = jnp.linalg.norm(s.R[:, bi] - s.R[:, bj], axis=-1)
@@ -79,7 +66,7 @@ def langevin_replicas(energy, params, Z, R0, steps: int, dt_fs: float = 0.5, tem
                 keep = alive & ~newly
                 s = jax.tree_util.tree_map(
                     lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, s)
-                T = jnp.sum(masses * s.v**2, axis=(1, 2)) * AMU_ANG2_FS2_KCAL_MOL / (dof * KB_KCAL_MOL_K)
+                T = md.temperature_k(s.v, m)  # [n] K
                 return (s, bad, t_sum + jnp.where(keep, T, 0.0)), None
 
             return jax.lax.scan(one, (state, bad, t_sum), None, length=n_steps)[0]

@@ -189,6 +189,20 @@ def guard_check(traj, cfg: MDConfig, masses, E_total0: float, bonds) -> tuple[in
     return min(bad, key=lambda b: b[0]) if bad else None
 
 
+def start_bonds(Z, R0, bond_range_ang=None) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) of the covalent bonds of geometry R0 [A, 3] Å (jaxqc's bond graph) whose length lies within
+    bond_range_ang (None: all of them): the bonds a guard watches, as they can leave the range."""
+    from ..kernels.symmetries import bond_graph
+
+    R0 = np.asarray(R0, np.float64)
+    i, j = np.nonzero(np.triu(bond_graph(np.asarray(Z), R0)))
+    if bond_range_ang is None:
+        return i, j
+    d = np.linalg.norm(R0[i] - R0[j], axis=-1)
+    keep = (d >= bond_range_ang[0]) & (d <= bond_range_ang[1])
+    return i[keep], j[keep]
+
+
 def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False) -> MDResult:
     """Integrate the molecule (Z [A], R0 [A, 3] Å) on `energy(params, molecules)` for cfg.steps steps.
 
@@ -209,14 +223,7 @@ def run_md(energy, params, Z, R0, cfg: MDConfig, v0=None, progress: bool = False
             raise JaxqcError("the model gives a non-finite energy or forces at the start geometry")
         frames = [jax.tree_util.tree_map(lambda a: np.asarray(a)[None], state)]
         compiled, compile_s, run_s = {}, 0.0, 0.0
-        from ..kernels.symmetries import bond_graph
-
-        R0_host = np.asarray(R0, np.float64)
-        bonds = np.nonzero(np.triu(bond_graph(Z, R0_host)))
-        if cfg.bond_range_ang is not None:  # guard the bonds that start inside the range (they can leave it)
-            d0 = np.linalg.norm(R0_host[bonds[0]] - R0_host[bonds[1]], axis=-1)
-            keep = (d0 >= cfg.bond_range_ang[0]) & (d0 <= cfg.bond_range_ang[1])
-            bonds = (bonds[0][keep], bonds[1][keep])
+        bonds = start_bonds(Z, R0, cfg.bond_range_ang)
         E_total0 = float(energy_log(frames[0].step, frames[0].E, frames[0].v, m, cfg.dt_fs)["total_kcal_mol"][0])
 
         def advance(state, n_frames, every):
