@@ -75,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--relabel-dft", metavar="XC/BASIS",
                      help="relabel the frames with PySCF DFT, e.g. 'PBE/6-31G*' (slow; needs jaxqc[dft])")
 
+    gen.add_argument("--hamiltonian", action="store_true",
+                     help="with --relabel-dft: also store the Kohn-Sham matrix H, overlap S and orbitals per frame")
+    gen.add_argument("--grid-level", type=int, help="with --relabel-dft: PySCF's DFT grid level (default 3)")
+
+    lab = dsub.add_parser("label", help="label a data set's frames with PySCF DFT (E, F; --hamiltonian: H, S, "
+                                        "orbitals, dipole)")
+    lab.add_argument("source", help="registered name (ethanol-xtb) or file of frames")
+    lab.add_argument("--dft", required=True, metavar="XC/BASIS", help="e.g. PBE/def2-SVP")
+    lab.add_argument("--out", required=True, help="output npz (an existing file is kept unless --overwrite)")
+    lab.add_argument("--hamiltonian", action="store_true",
+                     help="store per frame H (Kohn-Sham matrix, Ha), S, orbital energies and occupations, AO "
+                          "dipole integrals and the dipole (Debye), with the basis and AO order")
+    lab.add_argument("--frames", type=int, help="label only the first N frames (after --every)")
+    lab.add_argument("--every", type=int, default=1, help="take every k-th frame")
+    lab.add_argument("--grid-level", type=int, help="PySCF's DFT integration grid level (default 3)")
+    lab.add_argument("--no-forces", action="store_true", help="skip the forces (about half the cost)")
+    lab.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
+    lab.add_argument("--resume", action="store_true", help="continue from OUT.partial.npz")
+    lab.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _add_units(lab)
+
     dl = dsub.add_parser("download", help="explicit, checksummed download of a public data set")
     dl.add_argument("name", help="what to download (see `jaxqc data download --list`)", nargs="?")
     dl.add_argument("--dest", default=None, help="folder to put the file in (default: $JAXQC_CACHE)")
@@ -115,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--interactions", type=int, default=None,
                        help="networks: interaction blocks (cormorant: CG levels; mace: layers)")
     train.add_argument("--l-max", type=int, default=None, help="cormorant, mace: largest l of the spherical harmonics")
+    train.add_argument("--covariant", action="store_true",
+                       help="schnorb: the covariant variant (PhiSNet/QHNet-style blocks from Clebsch-Gordan products)")
     train.add_argument("--cutoff", type=float, default=None, help="networks cutoff in Å")
     train.add_argument("--resume", action="store_true", help="networks: continue the run in --out")
     train.add_argument("--overwrite", action="store_true", help="replace the model or run already at --out")
@@ -206,6 +229,7 @@ COMMANDS = {  # (command, subcommand) -> function name in jaxqc.commands
     ("data", "convert"): "cmd_data_convert",
     ("data", "generate"): "cmd_data_generate",
     ("data", "download"): "cmd_data_download",
+    ("data", "label"): "cmd_data_label",
     ("train", None): "cmd_train",
     ("evaluate", None): "cmd_evaluate",
     ("md", None): "cmd_md",

@@ -271,6 +271,8 @@ def cmd_evaluate(args) -> int:
         units = model.header.get("units", {})
         for k, t in enumerate(model.targets):
             result[t] = {**mae_rmse(E[:, k], data.props[t][idx]), "unit": units.get(t, units.get("target", ""))}
+    if model.spec.evaluate_more is not None:
+        result.update(model.spec.evaluate_more(model.config, model.params, data, idx))
     result.update(n=int(len(idx)), frames=frames)
     print_result(result, f"{len(idx)} molecules ({frames})", args.json)
     return 0
@@ -363,8 +365,10 @@ def print_result(result: dict, header: str, as_json: bool) -> None:
         return
     print(header)
     for k, m in result.items():
-        if isinstance(m, dict):
+        if isinstance(m, dict) and "mae" in m:
             print(f"  {k:7s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
+        elif isinstance(m, dict) and "mean" in m:
+            print(f"  {k} mean {m['mean']:.4g}  min {m['min']:.4g}  {m['unit']}")
 
 
 # ---- md ---------------------------------------------------------------------------------------------
@@ -471,13 +475,53 @@ def cmd_data_generate(args) -> int:
         args.start, n_frames=args.n_frames, interval=args.interval, equilibration_steps=args.equilibration_steps,
         temperature_k=args.temperature_k, dt_fs=args.dt_fs, friction_per_fs=args.friction_per_fs,
         seed=args.seed, method=args.method, charge=args.charge, progress=True)
-    if args.relabel_dft:
+    if args.hamiltonian and not args.relabel_dft:
+        raise JaxqcError("--hamiltonian needs --relabel-dft XC/BASIS (e.g. PBE/def2-SVP)")
+    if args.relabel_dft and args.hamiltonian:
+        from .data import hamiltonian
+
+        data = hamiltonian.label_hamiltonian(data, args.relabel_dft, grid_level=args.grid_level, progress=True)
+    elif args.relabel_dft:
         data = generate.relabel_pyscf(data, args.relabel_dft, progress=True)
     if command:
         data.meta["command"] = command
     data.meta["generation_seconds"] = round(time.perf_counter() - t0, 1)
     io.write_npz(data, args.out)
     print(f"wrote {len(data)} frames to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_data_label(args) -> int:
+    from pathlib import Path
+
+    from .data import generate, hamiltonian, io
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise JaxqcError(f"{out} exists: pass --overwrite to replace it, or choose another --out")
+    if args.every < 1 or (args.frames is not None and args.frames < 1) or args.jobs < 1:
+        raise JaxqcError("--every, --frames and --jobs must be at least 1")
+    generate.parse_dft_spec(args.dft)
+    data = _read(args)
+    idx = np.arange(0, len(data), args.every)[:args.frames]
+    data = data.subset(idx) if len(idx) < len(data) else data
+    command = "jaxqc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["data"] else None
+    t0 = time.perf_counter()
+    if args.hamiltonian:
+        data = hamiltonian.label_hamiltonian(data, args.dft, grid_level=args.grid_level, forces=not args.no_forces,
+                                             jobs=args.jobs, out=out, resume=args.resume, progress=True)
+    else:
+        if args.grid_level is not None or args.no_forces or args.jobs > 1 or args.resume:
+            raise JaxqcError("--grid-level, --no-forces, --jobs and --resume go with --hamiltonian")
+        data = generate.relabel_pyscf(data, args.dft, progress=True)
+    data.meta["frames_of_source"] = [int(i) for i in idx]
+    if command:
+        data.meta["command"] = command
+    io.write_npz(data, out)
+    hamiltonian.finish(out)
+    per = data.meta.get("label_cpu_s_per_frame")
+    print(f"wrote {len(data)} frames to {out} in {time.perf_counter() - t0:.1f} s"
+          + (f" ({per:.2f} CPU s per frame)" if per else ""))
     return 0
 
 

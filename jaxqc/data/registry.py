@@ -1,7 +1,9 @@
 """Registered data set names: the one map from a name to its loader.
 
 `qm9`: full QM9 from the qm9pack package (cached after the first conversion); `ethanol-xtb`: the
-GFN2-xTB ethanol MD data set that ships inside jaxqc.
+GFN2-xTB ethanol MD data set that ships inside jaxqc; `water-dft-hamiltonian`: 100 frames of water (GFN2-xTB
+Langevin MD at 500 K) labelled with PBE/def2-SVP by PySCF, with the Kohn-Sham matrix H, S and orbitals per
+frame (1 MB; its meta records the command that made it).
 
 Loaders are named as "module:function" and imported when a name is loaded, so this module imports
 no reader: `io.read` can look names up here without an import cycle.
@@ -19,6 +21,7 @@ EMBEDDED_DIR = Path(__file__).parent / "embedded"
 LOADERS = {
     "qm9": ("jaxqc.data.qm9:load_qm9", ()),
     "ethanol-xtb": ("jaxqc.data.io:read_npz", (EMBEDDED_DIR / "ethanol_xtb.npz",)),
+    "water-dft-hamiltonian": ("jaxqc.data.io:read_npz", (EMBEDDED_DIR / "water_dft_hamiltonian.npz",)),
 }
 NAMES = tuple(LOADERS)
 

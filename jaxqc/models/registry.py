@@ -90,6 +90,8 @@ class ModelSpec:
                   and coefficients from the training geometries); default: the saved params themselves
     split         split(data, n_train, n_valid, seed) -> {"train", "valid", "test", "protocol"}: the family's
                   default split for `jaxqc train` (the benchmark uses its own protocol)
+    evaluate_more evaluate_more(config, params, data, idx) -> {name: {metrics..., "unit"}}: outputs beyond energy
+                  and forces that `jaxqc evaluate` reports (SchNOrb: H, S, orbital energies, gap, dipole)
     """
 
     name: str
@@ -114,6 +116,7 @@ class ModelSpec:
     n_atoms: Callable = lambda config, params: None
     prepare: Callable = lambda config, params: params
     split: Callable | None = None
+    evaluate_more: Callable | None = None
     init: Callable | None = None
     defaults: Mapping = dataclasses.field(default_factory=dict)
     module: str = ""
@@ -154,8 +157,8 @@ def config_fields(config_class, d: Mapping) -> dict:
 
 
 _SPECS: dict[str, ModelSpec] = {}
-_BUILTIN = ("krr", "gdml", "schnet", "dtnn", "cormorant", "mace")  # modules of jaxqc.models, in table order
-BUILTIN_NAMES = ("krr", "gdml", "sgdml", "schnet", "dtnn", "cormorant", "mace")  # what they register (for --help,
+_BUILTIN = ("krr", "gdml", "schnet", "dtnn", "cormorant", "mace", "schnorb")  # modules of jaxqc.models, in table order
+BUILTIN_NAMES = ("krr", "gdml", "sgdml", "schnet", "dtnn", "cormorant", "mace", "schnorb")  # what they register (for --help,
 # without importing jax and flax)
 _loaded = {"builtin": False, "plugins": False}
 

@@ -96,6 +96,40 @@ def label(batch: Molecules, target: str):
     return batch.E if target == "energy" else batch.props[target]
 
 
+def make_train_step(loss_fn, tx, cfg: TrainConfig):
+    """train_step(state, batch, lr) -> (state, loss): one optimiser step on loss_fn(net, stats, batch, key)
+    (key: a PRNG key of this step, for objectives that draw, e.g. random rotations), then the EMA."""
+
+    def train_step(state: TrainState, batch: Molecules, lr):
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), state.step)
+        loss, grads = jax.value_and_grad(loss_fn)(state.net, state.stats, batch, key)
+        opt_state = state.opt_state
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
+        updates, opt_state = tx.update(grads, opt_state, state.net)
+        net = optax.apply_updates(state.net, updates)
+        d = cfg.ema_decay
+        ema = jax.tree_util.tree_map(lambda a, b: d * a + (1 - d) * b, state.ema, net) if d else net
+        return state.replace(net=net, opt_state=opt_state, ema=ema, step=state.step + 1), loss
+
+    return train_step
+
+
+class Objective:
+    """What a model trains on when it is more than an energy (SchNOrb: H and S matrices too). The loop asks:
+    make_steps(cfg) -> (tx, train_step, eval_step) (make_train_step builds the train step from a loss);
+    eval_step(net, stats, batch) -> sums; summarise(sums) -> {metric: value}; metric(valid) -> the number
+    that selects the best model (smaller is better)."""
+
+    def make_steps(self, cfg: TrainConfig):
+        raise NotImplementedError
+
+    def summarise(self, tot: dict) -> dict:
+        raise NotImplementedError
+
+    def metric(self, valid: dict) -> float:
+        raise NotImplementedError
+
+
 def make_steps(energy, cfg: TrainConfig, target: str):
     """(train_step, eval_step) pure functions for jit."""
     e_and_f = energy_and_forces_fn(energy)
@@ -120,15 +154,7 @@ def make_steps(energy, cfg: TrainConfig, target: str):
             loss = loss + cfg.force_weight * jnp.sum(jnp.where(am[..., None], (f - batch.F) ** 2, 0.0)) / n_comp / scale2
         return loss
 
-    def train_step(state: TrainState, batch: Molecules, lr):
-        loss, grads = jax.value_and_grad(loss_fn)(state.net, state.stats, batch)
-        opt_state = state.opt_state
-        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, opt_state.hyperparams["learning_rate"].dtype)
-        updates, opt_state = tx.update(grads, opt_state, state.net)
-        net = optax.apply_updates(state.net, updates)
-        d = cfg.ema_decay
-        ema = jax.tree_util.tree_map(lambda a, b: d * a + (1 - d) * b, state.ema, net) if d else net
-        return state.replace(net=net, opt_state=opt_state, ema=ema, step=state.step + 1), loss
+    train_step = make_train_step(lambda net, stats, batch, key: loss_fn(net, stats, batch), tx, cfg)
 
     def eval_step(net, stats, batch: Molecules):
         """Sums over the batch: |dE|, dE^2, molecules, and |dF|, dF^2, components when forces are known."""
@@ -155,25 +181,26 @@ def device_mesh(n_devices: int | None = None) -> Mesh:
 
 
 def evaluate_batches(eval_step, net, stats, data: Dataset, idx, batch_size, buckets, put=lambda b: b,
-                     edge_kw: dict | None = None) -> dict:
-    """MAE / RMSE of energies (or the target) and forces over the molecules idx (edge_kw: edge_options)."""
+                     edge_kw: dict | None = None, summarise=None) -> dict:
+    """MAE / RMSE of energies (or the target) and forces over the molecules idx (edge_kw: edge_options);
+    summarise(sums) instead for an Objective's own metrics."""
     tot = {}
     for batch in batches(data, idx, batch_size, buckets, **(edge_kw or {})):
         for k, v in eval_step(net, stats, put(batch)).items():
-            tot[k] = tot.get(k, 0.0) + float(v)
+            tot[k] = tot.get(k, 0.0) + np.asarray(v, np.float64)
+    if summarise is not None:
+        return summarise(tot)
     out = {"energy_mae": tot["e_abs"] / tot["n_mol"], "energy_rmse": math.sqrt(tot["e_sq"] / tot["n_mol"])}
     if "f_abs" in tot:
         out.update(forces_mae=tot["f_abs"] / tot["n_comp"], forces_rmse=math.sqrt(tot["f_sq"] / tot["n_comp"]))
     return out
 
 
-def _progress(epoch, cfg, t_run, meta, row, end=False):
+def _progress(epoch, cfg, t_run, meta, row, metric, end=False):
     # the sooner of the epoch budget (at the pace so far) and the wall-clock budget or guard
     left = t_run / max(1, epoch + 1 - meta["start_epoch"]) * (cfg.epochs - epoch - 1)
     if cfg.time_budget_min:
         left = min(left, max(0.0, 60 * cfg.time_budget_min - t_run))
-    # the metric that selects the model: forces when they are trained, else the energy (or property)
-    metric = row.get("valid_forces_mae", row["valid_energy_mae"]) if cfg.force_weight > 0 else row["valid_energy_mae"]
     of = f"/{cfg.epochs}" if cfg.epochs < 10**8 else ""  # a time budget without an epoch limit: no total
     print(f"\r  epoch {epoch + 1}{of}  loss {row['train_loss']:.4g}  valid MAE {metric:.4g}  "
           f"lr {row['lr']:.2e}  {t_run:.0f} s  ETA {left:.0f} s   ", end="\n" if end else "", file=sys.stderr,
@@ -211,22 +238,23 @@ def _show(v) -> str:
 def train(kind: str, model_config, energy, params: dict, data: Dataset, split: dict, cfg: TrainConfig,
           run_dir, target: str = "energy", resume: bool = False, n_devices: int | None = None,
           provenance: dict | None = None, progress: bool = True, stop_after_epochs: int | None = None,
-          check_same_run: bool = True) -> dict:
+          check_same_run: bool = True, objective: Objective | None = None) -> dict:
     """Train `params` ({"net", "stats"}) of `energy` on data[split["train"]], validating on split["valid"].
     Returns a summary dict; raises TrainingDiverged (after keeping the last good checkpoint), WriteError
     (a file could not be written: the state is saved elsewhere if possible) and RunLocked (another process
     writes `run_dir`: the run directory is locked for the whole run, on process 0 of a multi-host run).
     `resume` continues from run_dir's checkpoint (if there is one) after checking that the run is the same
     (run_identity; `check_same_run=False` continues a checkpoint with other settings on purpose).
-    `stop_after_epochs` ends this call early (as a kill would), for tests of --resume."""
+    `stop_after_epochs` ends this call early (as a kill would), for tests of --resume. `objective`: the
+    model's own loss and validation metrics (default: energies, and forces when force_weight > 0)."""
     lock = run_lock(run_dir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
         return _train(kind, model_config, energy, params, data, split, cfg, Path(run_dir), target, resume,
-                      n_devices, provenance, progress, stop_after_epochs, check_same_run)
+                      n_devices, provenance, progress, stop_after_epochs, check_same_run, objective)
 
 
 def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, target, resume, n_devices,
-           provenance, progress, stop_after_epochs, check_same_run) -> dict:
+           provenance, progress, stop_after_epochs, check_same_run, objective=None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     mesh = device_mesh(n_devices)
     n_dev = mesh.devices.size
@@ -235,7 +263,16 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
     repl = NamedSharding(mesh, PartitionSpec())
     shard = NamedSharding(mesh, PartitionSpec("batch"))
     put = lambda b: jax.device_put(b, shard)  # noqa: E731
-    tx, train_step, eval_step = make_steps(energy, cfg, target)
+    tx, train_step, eval_step = objective.make_steps(cfg) if objective else make_steps(energy, cfg, target)
+    summarise = objective.summarise if objective else None
+
+    def select(valid: dict) -> float:
+        """The metric that selects the model: the objective's; else forces when they are trained, else the
+        energy (or property)."""
+        if objective:
+            return objective.metric(valid)
+        return valid.get("forces_mae", valid["energy_mae"]) if cfg.force_weight > 0 else valid["energy_mae"]
+
     train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=0)
     eval_step = jax.jit(eval_step)
     tr, va = np.asarray(split["train"]), np.asarray(split["valid"])
@@ -324,8 +361,9 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
                 f"stopped, the last good checkpoint (after epoch {ckpt_epoch + 1}) and best model are kept in "
                 f"{run_dir}. Lower the learning rate (now {cfg.lr:g}) or raise clipping")
         params_eval = state.ema
-        valid = evaluate_batches(eval_step, params_eval, state.stats, data, va, cfg.batch_size, buckets, put, edge_kw)
-        metric = valid.get("forces_mae", valid["energy_mae"]) if cfg.force_weight > 0 else valid["energy_mae"]
+        valid = evaluate_batches(eval_step, params_eval, state.stats, data, va, cfg.batch_size, buckets, put, edge_kw,
+                                 summarise)
+        metric = select(valid)
         t_run = time.perf_counter() - t_start
         row = {"epoch": epoch + 1, "step": step, "time_s": t_run, "lr": lr, "train_loss": train_loss,
                **{f"valid_{k}": v for k, v in valid.items()}}
@@ -349,7 +387,7 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
         if epoch == meta["start_epoch"] or time.perf_counter() - t_ckpt >= cfg.checkpoint_every_s:
             write_checkpoint()
         if progress:
-            _progress(epoch, cfg, t_run, meta, row)
+            _progress(epoch, cfg, t_run, meta, row, metric)
         if meta["bad_epochs"] >= cfg.patience:
             stop_reason = "early stopping"
             break

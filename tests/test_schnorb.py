@@ -1,0 +1,244 @@
+"""SchNOrb and the AO-basis machinery it rests on: Wigner-D of PySCF's real spherical AOs against PySCF itself,
+H and S of a rotated molecule against PySCF recomputed there, eigh of stored matrices against PySCF's orbital
+energies, the covariant variant's blocks rotating with D, a tiny model that learns, and bad input."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxqc import orbitals as orb
+from jaxqc.data import hamiltonian, io
+from jaxqc.data import registry as data_registry
+from jaxqc.errors import DataError, JaxqcError
+
+pyscf = pytest.importorskip("pyscf")
+
+N_OVERFIT = 400  # optimiser steps of the overfitting test (one 4-frame batch per epoch)
+WATER = (np.array([8, 1, 1]), np.array([[0.0, 0.0, 0.1173], [0.0, 0.7572, -0.4692], [0.0, -0.7572, -0.4692]]))
+
+
+@pytest.fixture(scope="module")
+def water():
+    return data_registry.load("water-dft-hamiltonian")
+
+
+def rotation(seed: int, inversion: bool = True) -> np.ndarray:
+    """A random proper rotation times -1 (a rotation with inversion) unless inversion=False (numpy, float64)."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))[None, :]
+    q = q * np.sign(np.linalg.det(q))
+    return -q if inversion else q
+
+
+def test_wigner_d_moves_pyscf_ao_values(x64):
+    """phi(Q r) = D(Q) phi(r) for PySCF's own s, p, d functions (their values at random points), with inversion."""
+    from pyscf import gto
+
+    mol = gto.M(atom=[("Ne", (0, 0, 0))], basis={"Ne": [[0, [1.0, 1.0]], [1, [1.0, 1.0]], [2, [1.0, 1.0]]]},
+                unit="Bohr", verbose=0)
+    pts = np.random.default_rng(0).normal(size=(30, 3))
+    Q = rotation(1)
+    assert np.linalg.det(Q) < 0
+    D = np.asarray(orb.ao_rotation((0, 1, 2), jnp.asarray(Q)))
+    # AO values at Q r: phi(Q^-1 applied to the function) -- a function f rotated by Q is f(Q^T r)
+    rotated = mol.eval_gto("GTOval_sph", pts @ Q)          # phi(Q^T r) for each point r
+    assert np.abs(rotated - mol.eval_gto("GTOval_sph", pts) @ D).max() < 1e-12
+
+
+def test_rotated_molecule_hamiltonian_matches_pyscf(x64):
+    """H(Q R) = D H(R) D^T and S likewise against PySCF recomputed on the rotated geometry (Hartree-Fock: no
+    DFT grid, so the only difference is numerical), to 1e-6 Ha; a rotation with inversion."""
+    Z, R = WATER
+    ref = hamiltonian.label_frame(Z, R, "HF/def2-SVP", forces=False)
+    Q = rotation(3)
+    rot = hamiltonian.label_frame(Z, R @ Q.T, "HF/def2-SVP", forces=False)
+    layout = orb.AOLayout(basis="def2-SVP", shells=tuple(sorted((z, tuple(ls)) for z, ls in ref["shells"].items())))
+    D = np.asarray(orb.ao_rotation(layout.molecule_shells(Z), jnp.asarray(Q)))
+    assert np.abs(D @ ref["S"] @ D.T - rot["S"]).max() < 1e-10
+    assert np.abs(D @ ref["H"] @ D.T - rot["H"]).max() < 1e-6
+    assert abs(ref["E"] - rot["E"]) < 1e-6
+
+
+def test_eigh_of_stored_matrices_gives_pyscf_orbital_energies(water, x64):
+    if True:
+        for m in (0, 57):
+            eps, C = orb.generalized_eigh(jnp.asarray(water.props["H"][m]), jnp.asarray(water.props["S"][m]))
+            assert np.abs(np.asarray(eps) - water.props["mo_energy"][m]).max() < 1e-8
+            CtSC = np.asarray(C).T @ water.props["S"][m] @ np.asarray(C)
+            assert np.abs(CtSC - np.eye(len(eps))).max() < 1e-10
+            p = orb.properties(jnp.asarray(water.props["H"][m]), jnp.asarray(water.props["S"][m]), 5,
+                               jnp.asarray(water.props["ao_r"][m]), water.Z[m], water.R[m])
+            assert np.abs(np.asarray(p["dipole_debye"]) - water.props["dipole"][m]).max() < 1e-5
+
+
+def test_hamiltonian_file_records_basis_and_units(water):
+    layout = hamiltonian.check(water)
+    assert layout.basis == "def2-SVP" and dict(layout.shells) == {1: (0, 0, 1), 8: (0, 0, 0, 1, 1, 2)}
+    assert water.props["H"].shape == (100, 24, 24) and water.units["H"] == "Ha"
+    assert water.meta["ao_labels"][:2] == ["0 O 1s    ", "0 O 2s    "] and "command" in water.meta
+
+
+def _config(water, covariant: bool, dtype=np.float32):
+    from jaxqc.models import registry, schnorb
+
+    spec = registry.get("schnorb")
+    tiny = spec.budget("frames", "tiny").options["model"]
+    cfg = schnorb.resolve(spec.make_config(covariant=covariant, **tiny), water, np.arange(10))
+    data = schnorb.with_ao_index(water, cfg)
+    stats = schnorb.fit_stats(data, np.arange(10), cfg)
+    params = schnorb.init_params(cfg, jax.random.PRNGKey(0), data.molecules(np.arange(2), dtype=dtype), stats)
+    return cfg, data, params
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
+def test_covariant_blocks_rotate_with_d(water, dtype, tol):
+    """The covariant variant, randomly initialised: H(QR) = D H(R) D^T and S likewise, energies invariant."""
+    from jaxqc.models import schnorb
+
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", dtype == np.float64)
+    try:
+        cfg, data, params = _config(water, True, dtype)
+        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                                        else x, params)
+        # random (not trained) weights: scale the network's output so the test sees its full structure
+        params["stats"] = {**params["stats"], "h_scale": jnp.asarray(1.0, dtype), "s_scale": jnp.asarray(1.0, dtype)}
+        predict = jax.jit(schnorb.predict_fn(cfg))
+        batch = data.molecules(np.arange(4), dtype=dtype)
+        Q = rotation(7)
+        E, H, S = predict(params, batch)
+        E2, H2, S2 = predict(params, batch, batch.R @ jnp.asarray(Q.T, dtype))
+        D = schnorb.ao_rotations(jnp.broadcast_to(jnp.asarray(Q, dtype), (4, 3, 3)), batch.props)
+        rot = lambda M: jnp.einsum("bij,bjk,blk->bil", D, M, D)  # noqa: E731
+        scale = float(jnp.abs(H).max())
+        assert scale > 1e-3 and float(jnp.abs(H - jnp.swapaxes(H, 1, 2)).max()) == 0.0
+        assert float(jnp.abs(rot(H) - H2).max()) / scale < tol
+        assert float(jnp.abs(rot(S) - S2).max()) / max(float(jnp.abs(S).max()), 1e-3) < tol
+        assert float(jnp.abs(E - E2).max()) / float(jnp.abs(E).max()) < tol
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+def test_published_schnorb_is_not_covariant_before_training(water):
+    """The published variant learns rotations from augmentation: untrained, its blocks do not rotate with D
+    (a check that the covariance test above could fail)."""
+    from jaxqc.models import schnorb
+
+    cfg, data, params = _config(water, False)
+    params["stats"] = {**params["stats"], "h_scale": jnp.float32(1.0)}
+    predict = jax.jit(schnorb.predict_fn(cfg))
+    batch = data.molecules(np.arange(2))
+    Q = rotation(7)
+    _, H, _ = predict(params, batch)
+    _, H2, _ = predict(params, batch, batch.R @ jnp.asarray(Q.T, jnp.float32))
+    D = schnorb.ao_rotations(jnp.broadcast_to(jnp.asarray(Q, jnp.float32), (2, 3, 3)), batch.props)
+    assert float(jnp.abs(jnp.einsum("bij,bjk,blk->bil", D, H, D) - H2).max()) / float(jnp.abs(H).max()) > 1e-3
+
+
+def test_tiny_schnorb_overfits_a_few_water_frames(water, tmp_path):
+    """A tiny SchNOrb (no rotation augmentation) fitted to 4 water frames: its Hamiltonian error on them drops
+    at least 5x and its orbitals become the reference ones."""
+    from jaxqc.models import registry, schnorb
+
+    spec = registry.get("schnorb")
+    tiny = spec.budget("frames", "tiny")
+    cfg = spec.make_config(**tiny.options["model"], augment=False)
+    frames = np.arange(4)
+    split = {"train": frames, "valid": frames, "test": np.arange(4, 8)}
+    budget = tiny.replace(epochs=N_OVERFIT, options={**tiny.options, "train": {
+        "batch_size": 4, "n_buckets": 1, "lr": 5e-3, "ema_decay": None, "patience": 10**6,
+        "schedule": "constant"}})
+    c0 = schnorb.resolve(cfg, water, frames)
+    data = schnorb.with_ao_index(water, c0)
+    p0 = schnorb.init_params(c0, jax.random.PRNGKey(0), data.molecules(frames[:2]), schnorb.fit_stats(data, frames, c0))
+    before = schnorb.evaluate_more(c0, p0, water, frames)
+    fitted = spec.fit(cfg, water, split, jax.random.PRNGKey(0), budget, out=tmp_path / "run", progress=False)
+    after = schnorb.evaluate_more(fitted.config, fitted.params, water, frames)
+    assert after["H"]["mae"] < before["H"]["mae"] / 5, (before["H"], after["H"])
+    assert after["eps_occ"]["mae"] < before["eps_occ"]["mae"] / 5
+    assert after["orbital_similarity"]["mean"] > 0.95
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+def _write(tmp_path, water, **change):
+    d = dataclasses.replace(water, props={**water.props, **change.pop("props", {})}, meta={**water.meta, **change})
+    path = tmp_path / "bad.npz"
+    io.write_npz(d, path)
+    return io.read(path)
+
+
+def test_non_symmetric_h_is_refused(water, tmp_path):
+    H = water.props["H"].copy()
+    H[3, 0, 5] += 1e-3
+    with pytest.raises(DataError, match="H is not symmetric"):
+        hamiltonian.check(_write(tmp_path, water, props={"H": H}))
+
+
+def test_s_not_positive_definite_is_refused(water, tmp_path):
+    S = water.props["S"].copy()
+    S[2] = -S[2]
+    with pytest.raises(DataError, match="S of molecule 2 is not positive definite"):
+        hamiltonian.check(_write(tmp_path, water, props={"S": S}))
+
+
+def test_wrong_basis_for_the_model_is_refused(water, tmp_path):
+    from jaxqc.models import schnorb
+
+    cfg, _, params = _config(water, False)
+    other = hamiltonian.label_hamiltonian(water.subset(np.arange(2)), "HF/STO-3G", forces=False)
+    with pytest.raises(DataError, match="basis STO-3G .* is not the model's basis def2-SVP"):
+        schnorb.evaluate_more(cfg, params, other, np.arange(2))
+    with pytest.raises(DataError, match="matrices of size 24 but the basis STO-3G gives 7 AOs"):
+        hamiltonian.check(_write(tmp_path, water, ao_shells={"1": [0], "8": [0, 0, 1]}, basis="STO-3G"))
+
+
+def test_not_a_hamiltonian_data_set_is_refused_by_train(tmp_path, capsys):
+    from jaxqc.cli import main
+
+    code = main(["train", "schnorb", "--data", "ethanol-xtb", "--n-train", "20", "--epochs", "1",
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a Hamiltonian data set" in err and "Traceback" not in err
+
+
+def test_label_refuses_an_existing_output_and_a_corrupt_partial_file(tmp_path, capsys):
+    from jaxqc.cli import main
+
+    out = tmp_path / "w.npz"
+    out.write_bytes(b"keep me")
+    assert main(["data", "label", "water-dft-hamiltonian", "--dft", "PBE/def2-SVP", "--hamiltonian",
+                 "--frames", "1", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    out2 = tmp_path / "v.npz"
+    (tmp_path / "v.npz.partial.npz").write_bytes(b"garbage")
+    assert main(["data", "label", "water-dft-hamiltonian", "--dft", "PBE/def2-SVP", "--hamiltonian",
+                 "--frames", "1", "--resume", "--out", str(out2)]) == 2
+    err = capsys.readouterr().err
+    assert "unreadable partial results" in err and not out2.exists()
+
+
+def test_label_resumes_from_its_partial_file(tmp_path, monkeypatch):
+    """Frames finished before a failure are kept and not recomputed on --resume."""
+    water = data_registry.load("water-dft-hamiltonian").subset(np.arange(3))
+    out = tmp_path / "w.npz"
+    calls = []
+    real = hamiltonian.label_frame
+
+    def failing(Z, R, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise DataError("SCF did not converge")
+        return real(Z, R, *a, **k)
+
+    monkeypatch.setattr(hamiltonian, "CHECKPOINT_EVERY", 1)
+    monkeypatch.setattr(hamiltonian, "label_frame", failing)
+    with pytest.raises(DataError, match="frame 2: SCF did not converge .*2 finished frames kept"):
+        hamiltonian.label_hamiltonian(water, "HF/STO-3G", forces=False, out=out)
+    calls.clear()
+    monkeypatch.setattr(hamiltonian, "label_frame", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    done = hamiltonian.label_hamiltonian(water, "HF/STO-3G", forces=False, out=out, resume=True)
+    assert len(calls) == 1 and done.props["H"].shape == (3, 7, 7)
+    ref = hamiltonian.label_frame(water.Z[0], water.R[0], "HF/STO-3G", forces=False)
+    assert np.abs(done.props["H"][0] - ref["H"]).max() < 1e-8
