@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("qm9_krr.py", "schnet_training.py", "sgdml_force_field.py", "differentiable_md.py")
+NAMES = ("qm9_krr.py", "schnet_training.py", "sgdml_force_field.py", "differentiable_md.py", "schnorb_water.py")
 
 
 def _run(name, tmp_path, monkeypatch):
@@ -82,3 +82,11 @@ def test_notebooks_convert_to_ipynb(name, tmp_path):
     subprocess.run([sys.executable, "-m", "jupytext", "--to", "notebook", "--output", str(out), str(path)],
                    check=True, capture_output=True)
     assert nbformat.read(out, as_version=4).cells[0].cell_type == "markdown"
+
+
+def test_schnorb_water_notebook(tmp_path, monkeypatch):
+    pytest.importorskip("pyscf")
+    ns = _run("schnorb_water.py", tmp_path, monkeypatch)
+    assert ns["rotation_error_ha"] < 1e-5          # D in float32
+    assert ns["eps"].shape == (30, 24) and np.isfinite(ns["scores"]["H"]["mae"])
+    assert (tmp_path / "schnorb_water_orbitals.png").stat().st_size > 5000
