@@ -28,6 +28,8 @@ def resolve_train(args, data):
 
     spec = models.get(args.method)
     flags = vars(args)
+    if flags.get("covariant") and "covariant" not in {f.name for f in dataclasses.fields(spec.config_class)}:
+        raise JaxqcError(f"--covariant is not a {spec.name} option (models with a covariant variant take it)")
     overrides, budget = spec.from_flags(flags, data) if spec.from_flags else ({}, Budget())
     if getattr(args, "config", None) or getattr(args, "set", None):
         from .configfile import apply_sets, load_config_file

@@ -242,3 +242,14 @@ def test_label_resumes_from_its_partial_file(tmp_path, monkeypatch):
     assert len(calls) == 1 and done.props["H"].shape == (3, 7, 7)
     ref = hamiltonian.label_frame(water.Z[0], water.R[0], "HF/STO-3G", forces=False)
     assert np.abs(done.props["H"][0] - ref["H"]).max() < 1e-8
+
+
+def test_covariant_flag_belongs_to_schnorb(tmp_path, capsys):
+    from jaxqc.cli import main
+
+    code = main(["train", "schnet", "--covariant", "--data", "ethanol-xtb", "--n-train", "20", "--epochs", "1",
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--covariant is not a schnet option" in err and not (tmp_path / "r" / "model.npz").exists()
+    code = main(["train", "sgdml", "--covariant", "--data", "ethanol-xtb", "--n-train", "20", "--out", str(tmp_path / "m.npz")])
+    assert code == 2 and "--covariant is not a sgdml option" in capsys.readouterr().err
