@@ -300,6 +300,13 @@ TABLE = [
     Row("generate-temperature-negative", ["data", "generate", "--start", "{tmp}/water.xyz", "--out", "{tmp}/g.npz",
                                           "--temperature-k", "-5"], water, match=E2 + r"temperature_k must be > 0",
         absent=("g.npz",)),
+    # -- data label (fails before PySCF computes anything)
+    Row("label-missing-source", ["data", "label", "{tmp}/none.npz", "--dft", "PBE/def2-SVP", "--hamiltonian",
+                                 "--out", "{tmp}/h.npz"], match=E2 + r".*none\.npz", absent=("h.npz",)),
+    Row("label-bad-spec", ["data", "label", "{eth}", "--dft", "PBE", "--hamiltonian", "--out", "{tmp}/h.npz"],
+        match=E2 + r"expected 'XC/BASIS'", absent=("h.npz",)),
+    Row("label-existing-out", ["data", "label", "{eth}", "--dft", "PBE/def2-SVP", "--out", "{tmp}/h.npz"],
+        text("h.npz", "mine"), match=E2 + r"h\.npz exists: pass --overwrite", keep=("h.npz",)),
     # -- data download
     Row("download-unknown-name", ["data", "download", "md18", "--dest", "{tmp}/dl"], match=E2 + r".*md18"),
     Row("download-no-network", ["data", "download", "qm9-xyz", "--dest", "{tmp}/dl"], no_network,

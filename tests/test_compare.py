@@ -193,10 +193,6 @@ def test_rmd17_sgdml_matches_the_measured_learning_curve(tmp_path, capsys):
 MAE_KEYS = ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse")
 
 
-@pytest.mark.parametrize("methods", [
-    "krr-cm,sgdml,schnet",  # one of each kind of fit: closed form, symmetries + Cholesky, the optax loop
-    pytest.param(None, marks=pytest.mark.slow),  # every method (~1.5 min on 2 idle cores, twice)
-])
 def applicable_methods(data_name: str) -> list:
     """The compare methods whose family applies to a registered frames data set (SchNOrb needs Hamiltonians)."""
     from jaxqc import models
@@ -206,6 +202,10 @@ def applicable_methods(data_name: str) -> list:
     return [m for m in METHODS if models.get(m).applies("frames", data) is None]
 
 
+@pytest.mark.parametrize("methods", [
+    "krr-cm,sgdml,schnet",  # one of each kind of fit: closed form, symmetries + Cholesky, the optax loop
+    pytest.param(None, marks=pytest.mark.slow),  # every method (~1.5 min on 2 idle cores, twice)
+])
 def test_tiny_rerun_gives_bit_identical_errors(tmp_path, capsys, methods):
     """Budgets count epochs and every fit is seeded: the same command gives the same errors, exactly."""
     argv = ["--budget", "tiny", "--in-process", "--json", "--quiet"] + (["--methods", methods] if methods else [])
