@@ -168,6 +168,7 @@ def _experiment(name):
     return mod
 
 
+@pytest.mark.slow  # an experiment script's quick run (minutes of CI time): run with -m slow
 def test_cormorant_vs_schnet_experiment_quick(tmp_path):
     """The equal-budget experiment, CI-sized: both networks train in their own processes, learn, and the
     JSON has the curves, test errors, throughput, memory and the ratios."""
@@ -183,6 +184,7 @@ def test_cormorant_vs_schnet_experiment_quick(tmp_path):
     assert json.loads((tmp_path / "c.json").read_text())["task"] == "md17"
 
 
+@pytest.mark.slow  # an experiment script's quick run (minutes of CI time): run with -m slow
 def test_cormorant_profile_experiment_quick(tmp_path):
     res = _experiment("cormorant_profile").main(["--quick", "--out", str(tmp_path / "p.json")])
     assert len(res["rows"]) == 4 and all(r["train step"]["step_s"] > 0 for r in res["rows"])

@@ -259,6 +259,7 @@ def test_cli_train_and_evaluate_schnet(tmp_path, capsys):
     assert "unknown target 'HOMO'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an experiment script's quick run (minutes of CI time): run with -m slow
 def test_qm9_nn_speed_experiment_quick(qm9_full_cache, monkeypatch, tmp_path):
     """The QM9 SchNet speed benchmark runs in its CI size and reports positive throughputs."""
     import importlib.util
@@ -361,6 +362,7 @@ def _experiment(name):
     return exp
 
 
+@pytest.mark.slow  # an experiment script's quick run (minutes of CI time): run with -m slow
 def test_qm9_nn_accuracy_experiment_quick_overfits(qm9_full_cache, monkeypatch, tmp_path):
     """The equal-budget QM9 U0 experiment, CI-sized (200 molecules, tiny SchNet, 15 epochs): the training
     loss falls at least 3x, validation improves, and the JSON has the curve and a test MAE."""
