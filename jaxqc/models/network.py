@@ -108,14 +108,19 @@ def make_fit(name: str, module_class):
         run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"jaxqc_{name}_"))
         summary = loop.train(name, config, module_energy(module_class, config), params, data, split, cfg, run_dir,
                              target=target, resume=resume, n_devices=n_devices, provenance=prov, progress=progress)
-        from .saved import load
-
-        best = load(run_dir)
-        info = {k: summary[k] for k in ("epochs", "best_epoch", "best_valid", "stop_reason", "steps", "time_s")}
-        info.update(run_dir=str(run_dir), hit_time_guard=summary["stop_reason"] == "time budget")
-        return Fitted(best.params, info, config)
+        return fitted_from_run(summary, run_dir, config)
 
     return fit
+
+
+def fitted_from_run(summary: dict, run_dir: Path, config) -> Fitted:
+    """The Fitted of a finished loop.train run: the best model's params (run_dir/model.npz) and the summary."""
+    from .saved import load
+
+    best = load(run_dir)
+    info = {k: summary[k] for k in ("epochs", "best_epoch", "best_valid", "stop_reason", "steps", "time_s")}
+    info.update(run_dir=str(run_dir), hit_time_guard=summary["stop_reason"] == "time budget")
+    return Fitted(best.params, info, config)
 
 
 def describe_sizes(name: str, sizes):

@@ -168,15 +168,13 @@ def ao_rotations(Q, props):
 
 # ---- geometry of dense pairs ------------------------------------------------------------------------
 def dense_geometry(R, mask, cutoff_ang):
-    """(d [B, A, A] Å, u [B, A, A, 3] unit vectors r_j - r_i, pair mask i != j within the cutoff)."""
-    r = R[:, None, :, :] - R[:, :, None, :]
-    A = R.shape[1]
-    pm = mask[:, :, None] & mask[:, None, :] & ~jnp.eye(A, dtype=bool)
-    d2 = jnp.where(pm, jnp.sum(r * r, -1), 1.0)
-    d = jnp.sqrt(d2)
-    pm = pm & (d < cutoff_ang)
-    u = jnp.where(pm[..., None], r / d[..., None], 0.0)
-    return d, u, pm
+    """(d [B, A, A] Å, u [B, A, A, 3] unit vectors r_j - r_i, pair mask i != j within the cutoff) from
+    jaxqc.data.graph.dense_pairs (zero off the pairs)."""
+    from ..data.graph import dense_pairs
+
+    pairs = dense_pairs(R, mask, cutoff_ang)
+    d = jnp.where(pairs.mask, pairs.dist, 1.0)
+    return d, jnp.where(pairs.mask[..., None], pairs.vec / d[..., None], 0.0), pairs.mask
 
 
 class SchNetFeatures(nn.Module):
@@ -628,7 +626,7 @@ def resolve(config: SchNOrbConfig, data, idx) -> SchNOrbConfig:
 def fit(config, data, split, key, budget: Budget, *, out=None, resume: bool = False, progress: bool = True,
         n_devices: int | None = None, target: str = "energy", seed: int = 0) -> Fitted:
     from ..train import loop
-    from .network import train_config
+    from .network import fitted_from_run, train_config
 
     if target != "energy":
         raise JaxqcError("schnorb learns H, S and the energy; --target is not one of its options")
@@ -651,12 +649,7 @@ def fit(config, data, split, key, budget: Budget, *, out=None, resume: bool = Fa
     summary = loop.train("schnorb", config, energy_fn(config), params, data, split, cfg, run_dir, resume=resume,
                          n_devices=n_devices, provenance=prov, progress=progress,
                          objective=HamiltonianObjective(config))
-    from .saved import load
-
-    best = load(run_dir)
-    info = {k: summary[k] for k in ("epochs", "best_epoch", "best_valid", "stop_reason", "steps", "time_s")}
-    info.update(run_dir=str(run_dir), hit_time_guard=summary["stop_reason"] == "time budget")
-    return Fitted(best.params, info, config)
+    return fitted_from_run(summary, run_dir, config)
 
 
 def config_from_json(d: dict) -> SchNOrbConfig:
@@ -677,20 +670,13 @@ def applies(kind: str, data) -> str | None:
 
 
 def from_flags(flags: dict, data) -> tuple[dict, Budget]:
-    from .network import TRAIN_FLAGS
+    """The networks' flags (jaxqc.models.network.make_from_flags), and --covariant."""
+    from .network import make_from_flags
 
-    overrides = {}
-    for dest, field in (("features", "features"), ("interactions", "interactions"), ("cutoff", "cutoff_ang")):
-        if flags.get(dest) is not None:
-            overrides[field] = flags[dest]
+    overrides, budget = make_from_flags("schnorb", {"features": "features", "interactions": "interactions",
+                                                    "cutoff": "cutoff_ang"})(flags, data)
     if flags.get("covariant"):
         overrides["covariant"] = True
-    if flags.get("l_max") is not None:
-        raise JaxqcError("--l-max is not a schnorb option")
-    train = {TRAIN_FLAGS[k]: flags[k] for k in TRAIN_FLAGS if flags.get(k) is not None}
-    budget = Budget(epochs=flags.get("epochs") if flags.get("epochs") is not None else
-                    (None if flags.get("time_budget") is not None else 1000), max_minutes=flags.get("time_budget"),
-                    options={"train": train, "forces": bool(flags.get("forces"))})
     return overrides, budget
 
 

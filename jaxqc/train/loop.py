@@ -21,6 +21,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 import flax
 import jax
@@ -114,20 +115,17 @@ def make_train_step(loss_fn, tx, cfg: TrainConfig):
     return train_step
 
 
-class Objective:
+class Objective(Protocol):
     """What a model trains on when it is more than an energy (SchNOrb: H and S matrices too). The loop asks:
     make_steps(cfg) -> (tx, train_step, eval_step) (make_train_step builds the train step from a loss);
     eval_step(net, stats, batch) -> sums; summarise(sums) -> {metric: value}; metric(valid) -> the number
     that selects the best model (smaller is better)."""
 
-    def make_steps(self, cfg: TrainConfig):
-        raise NotImplementedError
+    def make_steps(self, cfg: TrainConfig): ...
 
-    def summarise(self, tot: dict) -> dict:
-        raise NotImplementedError
+    def summarise(self, tot: dict) -> dict: ...
 
-    def metric(self, valid: dict) -> float:
-        raise NotImplementedError
+    def metric(self, valid: dict) -> float: ...
 
 
 def make_steps(energy, cfg: TrainConfig, target: str):
