@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--interactions", type=int, default=None,
                        help="networks: interaction blocks (cormorant: CG levels; mace: layers)")
     train.add_argument("--l-max", type=int, default=None, help="cormorant, mace: largest l of the spherical harmonics")
+    train.add_argument("--max-heavy-atoms", type=int, default=None, metavar="K",
+                       help="gschnet: train on the molecules with at most K heavy atoms")
     train.add_argument("--covariant", action="store_true",
                        help="schnorb: the covariant variant (PhiSNet/QHNet-style blocks from Clebsch-Gordan products)")
     train.add_argument("--cutoff", type=float, default=None, help="networks cutoff in Å")
@@ -156,12 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on a data split")
     ev.add_argument("model")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--data", default=None, help="data set to evaluate on (required unless --generated)")
+    ev.add_argument("--generated", metavar="MOLS.extxyz", default=None,
+                    help="generative models: validity, uniqueness, novelty, distributions and the xTB relaxation "
+                         "test of molecules written by `jaxqc generate`")
+    ev.add_argument("--no-relax", action="store_true", help="with --generated: skip the GFN2-xTB relaxation")
+    ev.add_argument("--relax-max", type=int, default=None, metavar="N",
+                    help="with --generated: relax only the first N valid molecules")
     ev.add_argument("--split", default="test", choices=["test", "valid", "train", "all"],
                     help="which molecules: the split saved with the model, or all of --data (gdml/sgdml have no "
                          "saved test split: 'test' is every frame of --data not used for training or validation)")
     ev.add_argument("--json", action="store_true")
     _add_units(ev)
+
+    gen_m = sub.add_parser("generate", help="generate molecules with a trained generative model (gschnet)",
+                           description="Sample new molecules in 3D from a trained generative model. Writes OUT "
+                                       "(extended XYZ, Å) with each molecule's SMILES and validity flags, and OUT.csv.")
+    gen_m.add_argument("model", help="model file (.npz) or run directory")
+    gen_m.add_argument("--n", type=int, default=1000, help="molecules to generate (default 1000)")
+    gen_m.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
+    gen_m.add_argument("--seed", type=int, default=0)
+    gen_m.add_argument("--batch", type=int, default=50, help="molecules generated at once (one compilation)")
+    gen_m.add_argument("--out", required=True, help="output .extxyz (an existing file is kept unless --overwrite)")
+    gen_m.add_argument("--overwrite", action="store_true")
 
     mdp = sub.add_parser("md", help="molecular dynamics (NVE velocity Verlet, NVT Langevin) on a saved force field",
                          description="Molecular dynamics on a saved force field (a model file or a network run directory). "
@@ -233,6 +252,7 @@ COMMANDS = {  # (command, subcommand) -> function name in jaxqc.commands
     ("train", None): "cmd_train",
     ("evaluate", None): "cmd_evaluate",
     ("md", None): "cmd_md",
+    ("generate", None): "cmd_generate",
     ("compare", None): "cmd_compare",
 }
 

@@ -118,9 +118,9 @@ def check_resume_split(out: Path, split: dict) -> None:
                              f"molecules, now {len(split[k])}); use the same --n-train/--n-valid/--seed")
 
 
-def train_split(spec, data, args) -> dict:
+def train_split(spec, data, args, config=None) -> dict:
     if spec.split is not None:
-        return spec.split(data, args.n_train, args.n_valid, args.seed)
+        return spec.split(data, args.n_train, args.n_valid, args.seed, config)
     from .train.run import make_split
 
     return make_split(data, args.n_train, args.n_valid, args.seed)
@@ -159,7 +159,7 @@ def train_locked(args, out: Path) -> int:
     check_out(args)
     data = io.read(args.data, **unit_flags(args))
     spec, config, budget, target = resolve_train(args, data)
-    split = train_split(spec, data, args)
+    split = train_split(spec, data, args, config)
     if args.resume:
         check_resume_split(out, split)
     file_out = out.suffix == ".npz"
@@ -252,6 +252,13 @@ def cmd_evaluate(args) -> int:
     from .metrics import mae_rmse
 
     model = models.load(args.model)
+    if args.generated is not None:
+        return evaluate_generated(model, args)
+    if args.data is None:
+        raise JaxqcError("evaluate needs --data (or --generated MOLS.extxyz for a generative model)")
+    if model.spec.generate is not None:
+        raise JaxqcError(f"{model.spec.name} generates molecules: evaluate it with --generated MOLS.extxyz "
+                         f"(from `jaxqc generate {args.model} --out MOLS.extxyz`)")
     data = io.read(args.data, **unit_flags(args))
     idx, frames = evaluation_rows(model, data, args.split, args.data)
     if len(idx) == 0:
@@ -277,6 +284,72 @@ def cmd_evaluate(args) -> int:
         result.update(model.spec.evaluate_more(model.config, model.params, data, idx))
     result.update(n=int(len(idx)), frames=frames)
     print_result(result, f"{len(idx)} molecules ({frames})", args.json)
+    return 0
+
+
+def evaluate_generated(model, args) -> int:
+    from .generation import read_generated
+
+    if model.spec.evaluate_generated is None:
+        raise JaxqcError(f"{model.spec.name} is not a generative model; --generated applies to those (gschnet)")
+    if args.relax_max is not None and args.relax_max < 0:
+        raise JaxqcError(f"--relax-max must be >= 0, not {args.relax_max}")
+    generated = read_generated(args.generated)
+    from .data import io
+
+    data = io.read(args.data, **unit_flags(args)) if args.data else None
+    result = model.spec.evaluate_generated(model.config, model.params, model.header, generated, data=data,
+                                           relax=not args.no_relax, relax_limit=args.relax_max,
+                                           progress=None if args.json else True)
+    print_result(result, f"{len(generated['Z'])} generated molecules ({args.generated})", args.json)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    """Sample molecules from a generative model; write them with SMILES and validity flags."""
+    import jax
+
+    from . import models
+    from .generation import write_generated
+
+    if args.n <= 0:
+        raise JaxqcError(f"--n must be positive, not {args.n}")
+    if args.temperature is not None and not args.temperature > 0:
+        raise JaxqcError(f"--temperature must be positive, not {args.temperature}")
+    if args.batch <= 0:
+        raise JaxqcError(f"--batch must be positive, not {args.batch}")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise JaxqcError(f"{out} exists; choose another --out or add --overwrite")
+    if not out.parent.exists():
+        raise JaxqcError(f"{out.parent}: no such directory")
+    model = models.load(args.model)
+    if model.spec.generate is None:
+        raise JaxqcError(f"{model.spec.name} does not generate molecules (generative models: gschnet)")
+    t0 = time.perf_counter()
+
+    def progress(done, n):
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        print(f"\r  generated {done}/{n} molecules ({rate:.1f} molecules/s)", end="", file=sys.stderr, flush=True)
+
+    g = model.spec.generate(model.config, model.params, args.n, jax.random.PRNGKey(args.seed), args.temperature,
+                            batch=args.batch, progress=progress)
+    print(file=sys.stderr)
+    try:
+        from . import chem
+
+        checks = chem.check_many(g["Z"], g["R"])
+    except JaxqcError as err:  # no RDKit: the molecules are still written
+        print(f"jaxqc: note: no SMILES or validity flags ({err})", file=sys.stderr)
+        checks = None
+    meta = {"model": str(args.model), "temperature": g["temperature"], "seed": args.seed, "n": args.n}
+    write_generated(out, g["Z"], g["R"], g["finished"], checks, meta)
+    msg = f"generated {args.n} molecules in {g['seconds']:.1f} s ({args.n / g['seconds']:.1f} molecules/s, " \
+          f"temperature {g['temperature']:g}); {np.mean(g['finished']):.1%} finished"
+    if checks is not None:
+        msg += f", {np.mean([c.valid for c in checks]):.1%} valid"
+    print(msg)
+    print(f"wrote {out} and {out.with_suffix('.csv')}")
     return 0
 
 

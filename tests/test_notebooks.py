@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("qm9_krr.py", "schnet_training.py", "sgdml_force_field.py", "differentiable_md.py", "schnorb_water.py")
+NAMES = ("qm9_krr.py", "schnet_training.py", "sgdml_force_field.py", "differentiable_md.py", "schnorb_water.py",
+         "gschnet_qm9.py")
 
 
 def _run(name, tmp_path, monkeypatch):
@@ -90,3 +91,12 @@ def test_schnorb_water_notebook(tmp_path, monkeypatch):
     assert ns["rotation_error_ha"] < 1e-5          # D in float32
     assert ns["eps"].shape == (30, 24) and np.isfinite(ns["scores"]["H"]["mae"])
     assert (tmp_path / "schnorb_water_orbitals.png").stat().st_size > 5000
+
+
+def test_gschnet_notebook(qm9_full_cache, tmp_path, monkeypatch):
+    pytest.importorskip("rdkit")
+    monkeypatch.setenv("JAXQC_CACHE", str(qm9_full_cache[0]))
+    ns = _run("gschnet_qm9.py", tmp_path, monkeypatch)
+    assert ns["summary"]["valid"] >= 0.5  # a tiny model of the 13 smallest QM9 molecules mostly makes molecules
+    for png in ("gschnet_2d.png", "gschnet_3d.png"):
+        assert (tmp_path / png).stat().st_size > 5000

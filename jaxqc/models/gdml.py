@@ -95,7 +95,7 @@ def applies(kind: str, data) -> str | None:
     return None
 
 
-def default_split(data, n_train, n_valid, seed):
+def default_split(data, n_train, n_valid, seed, config=None):
     from ..data.splits import for_gdml
 
     split = for_gdml(data, n_train, n_valid, seed)

@@ -189,7 +189,7 @@ def applies(kind: str, data) -> str | None:
     return None
 
 
-def default_split(data, n_train, n_valid, seed):
+def default_split(data, n_train, n_valid, seed, config=None):
     from ..data.splits import for_krr
 
     return for_krr(data, n_train, n_valid, seed)

@@ -88,10 +88,14 @@ class ModelSpec:
     n_atoms       a fixed atom width of its input (KRR's sorted Coulomb matrix): fn(config, params) -> int or None
     prepare       prepare(config, params) -> the params energy() takes, from the saved ones (gdml: centres
                   and coefficients from the training geometries); default: the saved params themselves
-    split         split(data, n_train, n_valid, seed) -> {"train", "valid", "test", "protocol"}: the family's
-                  default split for `jaxqc train` (the benchmark uses its own protocol)
+    split         split(data, n_train, n_valid, seed, config) -> {"train", "valid", "test", "protocol"}: the
+                  family's default split for `jaxqc train` (the benchmark uses its own protocol)
     evaluate_more evaluate_more(config, params, data, idx) -> {name: {metrics..., "unit"}}: outputs beyond energy
                   and forces that `jaxqc evaluate` reports (SchNOrb: H, S, orbital energies, gap, dipole)
+    generate      generate(config, params, n, key, temperature, batch, progress) -> {"Z", "R", "finished",
+                  "seconds", "temperature"}: a generative model's molecules (`jaxqc generate`; G-SchNet)
+    evaluate_generated  evaluate_generated(config, params, header, generated, progress) -> metrics of
+                  generated molecules (`jaxqc evaluate RUN --generated FILE`)
     """
 
     name: str
@@ -117,6 +121,8 @@ class ModelSpec:
     prepare: Callable = lambda config, params: params
     split: Callable | None = None
     evaluate_more: Callable | None = None
+    generate: Callable | None = None
+    evaluate_generated: Callable | None = None
     init: Callable | None = None
     defaults: Mapping = dataclasses.field(default_factory=dict)
     module: str = ""
@@ -157,8 +163,8 @@ def config_fields(config_class, d: Mapping) -> dict:
 
 
 _SPECS: dict[str, ModelSpec] = {}
-_BUILTIN = ("krr", "gdml", "schnet", "dtnn", "cormorant", "mace", "schnorb")  # modules of jaxqc.models, in table order
-BUILTIN_NAMES = ("krr", "gdml", "sgdml", "schnet", "dtnn", "cormorant", "mace", "schnorb")  # what they register (for --help,
+_BUILTIN = ("krr", "gdml", "schnet", "dtnn", "cormorant", "mace", "schnorb", "gschnet")  # modules of jaxqc.models, in table order
+BUILTIN_NAMES = ("krr", "gdml", "sgdml", "schnet", "dtnn", "cormorant", "mace", "schnorb", "gschnet")  # what they register (for --help,
 # without importing jax and flax)
 _loaded = {"builtin": False, "plugins": False}
 

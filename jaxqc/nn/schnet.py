@@ -54,6 +54,29 @@ class SchNetConfig:
     kernel_init: str = "xavier_uniform"  # Dense kernels: xavier_uniform (schnetpack's) | lecun_normal (flax's)
 
 
+def schnet_features(c: SchNetConfig, Z, R, mask, edges: EdgeList | None = None):
+    """x [B, A, F] SchNet's atom features after c.interactions interactions. Call it inside a flax module's
+    compact method: its layers become that module's parameters (embedding, filter_t, in2f_t, f2out_t), so
+    other models (G-SchNet) build on the same features."""
+    init = nn.initializers.normal(c.embedding_std) if c.embedding_std else nn.linear.default_embed_init
+    x = nn.Embed(c.max_z + 1, c.features, embedding_init=init, name="embedding")(Z)  # [B, A, F]
+    if c.pair_list == "edges":
+        convolve = EdgeConvolution(R, mask, c.cutoff_ang, edges_within(mask, edges, c.cutoff_ang))
+        d, pair = convolve.dist, convolve.ok
+    elif c.pair_list == "dense":
+        d, pair = upper_pair_geometry(R, mask, c.cutoff_ang)  # [B, P] Å, bool: the P pairs i < j
+        convolve = symmetric_sum  # sum_j W_ij * h_j  [B, A, F] for W given on the pairs i < j
+    else:
+        raise ValueError(f"pair_list must be 'dense' or 'edges', not {c.pair_list!r}")
+    for t in range(c.interactions):
+        filters = FilterNetwork(c.features, c.n_rbf, c.cutoff_ang, c.filter_grid_ang, kernel_init=c.kernel_init,
+                                name=f"filter_{t}")
+        W = filters(d, pair)  # [B, P, F] or [n_edges, F], cut off
+        h = Dense(c.features, use_bias=False, kernel_init=c.kernel_init, name=f"in2f_{t}")(x)  # [B, A, F]
+        x = x + MLP((c.features, c.features), kernel_init=c.kernel_init, name=f"f2out_{t}")(convolve(W, h))
+    return x
+
+
 class SchNet(nn.Module):
     """y [B, A] per-atom outputs of a padded batch (Z [B, A] int, R [B, A, 3] Å, mask [B, A]); `edges`
     (graph.EdgeList, None: every pair) is used when config.pair_list == "edges"."""
@@ -63,22 +86,7 @@ class SchNet(nn.Module):
     @nn.compact
     def __call__(self, Z, R, mask, edges: EdgeList | None = None):
         c = self.config
-        init = nn.initializers.normal(c.embedding_std) if c.embedding_std else nn.linear.default_embed_init
-        x = nn.Embed(c.max_z + 1, c.features, embedding_init=init, name="embedding")(Z)  # [B, A, F]
-        if c.pair_list == "edges":
-            convolve = EdgeConvolution(R, mask, c.cutoff_ang, edges_within(mask, edges, c.cutoff_ang))
-            d, pair = convolve.dist, convolve.ok
-        elif c.pair_list == "dense":
-            d, pair = upper_pair_geometry(R, mask, c.cutoff_ang)  # [B, P] Å, bool: the P pairs i < j
-            convolve = symmetric_sum  # sum_j W_ij * h_j  [B, A, F] for W given on the pairs i < j
-        else:
-            raise ValueError(f"pair_list must be 'dense' or 'edges', not {c.pair_list!r}")
-        for t in range(c.interactions):
-            filters = FilterNetwork(c.features, c.n_rbf, c.cutoff_ang, c.filter_grid_ang, kernel_init=c.kernel_init,
-                                    name=f"filter_{t}")
-            W = filters(d, pair)  # [B, P, F] or [n_edges, F], cut off
-            h = Dense(c.features, use_bias=False, kernel_init=c.kernel_init, name=f"in2f_{t}")(x)  # [B, A, F]
-            x = x + MLP((c.features, c.features), kernel_init=c.kernel_init, name=f"f2out_{t}")(convolve(W, h))
+        x = schnet_features(c, Z, R, mask, edges)
         return MLP((c.features // 2, 1), kernel_init=c.kernel_init, name="readout")(x)[..., 0]  # [B, A]
 
 
