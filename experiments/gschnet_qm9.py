@@ -100,6 +100,10 @@ def evaluate(args, data, run_dir: Path) -> dict:
     pc = chem.check_many(data.Z[pool], data.R[pool])
     res["qm9_pool"] = {"n": len(pool), "valid": float(np.mean([c.valid for c in pc])),
                        "unique_smiles": len({c.smiles for c in pc if c.valid})}
+    if not args.quick:  # the reference for the xTB test: DFT (B3LYP) geometries of training molecules relaxed
+        sub = tr[:200]  # with the same GFN2-xTB settings (how far xTB moves a real molecule)
+        res["xtb_relaxation_training_molecules"] = generation.relax_all(
+            data.Z[sub], data.R[sub], chem.check_many(data.Z[sub], data.R[sub]), progress=True)
     picture(g, run_dir)
     return res
 

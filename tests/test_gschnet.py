@@ -50,7 +50,8 @@ def test_trace_places_every_atom_once_then_finishes_each():
     data = embedded(["CCO"])
     Z, R = jnp.asarray(data.Z[0]), jnp.asarray(data.R[0])
     n = int(np.sum(data.Z[0] > 0))
-    labels = [g.trace_step(Z, R, jax.random.PRNGKey(3), t) for t in range(2 * n)]
+    step = jax.jit(lambda t: g.trace_step(Z, R, jax.random.PRNGKey(3), t))
+    labels = [step(t) for t in range(2 * n)]
     placed = [int(lab["next"]) for lab in labels if lab["has"]]
     assert sorted(placed) == list(range(n))  # every atom placed exactly once
     assert sum(not bool(lab["has"]) for lab in labels) == n  # and every atom finished once

@@ -283,19 +283,21 @@ def trace_log_likelihood(config: GSchNetConfig, params, Z, R, key, n_steps: int 
     that must not change when the molecule is rotated or translated."""
     net = GSchNetNet(config)
     apply = lambda p, s, r, m, t: net.apply({"params": p}, s, r, m, t, method=GSchNetNet.both)  # noqa: E731
-    n = int(np.sum(np.asarray(Z) > 0))
     table = type_index_table(config)
     T = config.n_types
-    total = 0.0
-    for t in range(2 * n if n_steps is None else n_steps):
+
+    @jax.jit
+    def step_ll(params, Z, R, t):
         st = trace_step(Z, R, key, t, config.max_bond_ang)  # the same key: the same trace, replayed to step t
         slots, pos, m = step_inputs(Z, R, st, table, T)
         next_type = jnp.where(st["has"], table[Z[st["next"]]] - 1, T)
         d = jnp.linalg.norm(pos - R[st["next"]], axis=-1)
         ce_t, ce_d, _ = step_losses(apply, params, config, slots[None], pos[None], m[None], next_type[None],
                                     st["has"][None], d[None])
-        total = total - ce_t[0] - ce_d[0]
-    return total
+        return -ce_t[0] - ce_d[0]
+
+    n = int(np.sum(np.asarray(Z) > 0))
+    return sum(step_ll(params, Z, R, t) for t in range(2 * n if n_steps is None else n_steps))
 
 
 # ---- generation ----------------------------------------------------------------------------------------

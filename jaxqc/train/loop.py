@@ -451,11 +451,14 @@ def plot_learning_curve(log_path, png_path) -> bool:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     a1.semilogy(t, [r["train_loss"] for r in rows])
     a1.set(xlabel="training time (min)", ylabel="train loss")
-    for k in ("valid_energy_mae", "valid_forces_mae"):
-        if k in rows[-1]:
-            a2.semilogy(t, [r[k] for r in rows], label=k[6:])
-    a2.set(xlabel="training time (min)", ylabel="validation MAE")
-    a2.legend()
+    keys = [k for k in ("valid_energy_mae", "valid_forces_mae") if k in rows[-1]]
+    if not keys:  # an objective's own metrics (SchNOrb, G-SchNet): its validation loss or first metric
+        keys = [k for k in rows[-1] if k.startswith("valid_") and isinstance(rows[-1][k], float)][:1]
+    for k in keys:
+        a2.semilogy(t, [r[k] for r in rows], label=k[6:])
+    a2.set(xlabel="training time (min)", ylabel="validation")
+    if keys:
+        a2.legend()
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
