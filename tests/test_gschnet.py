@@ -149,6 +149,9 @@ def test_generation_compiles_once_for_a_batch_size(tiny_run):
         Z, R, done = gen(fitted.params["net"], jax.random.PRNGKey(seed), jnp.float32(T))
         assert Z.shape == (4, fitted.config.max_atoms) and R.shape == (4, fitted.config.max_atoms, 3)
     assert gen._cache_size() == 1
+    for seed in (3, 4):  # generate() reuses the compiled function of (config, batch size)
+        g.generate(fitted.config, fitted.params, 8, jax.random.PRNGKey(seed), temperature=0.2, batch=4)
+    assert g.make_generator(fitted.config, 4) is gen and gen._cache_size() == 1
 
 
 def test_generated_file_round_trip_and_bad_files(tmp_path):

@@ -34,6 +34,7 @@ Hyperparameters (`paper`): 128 features, 9 interactions, 10 Å cutoff, 25 Gaussi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from pathlib import Path
 
@@ -79,9 +80,6 @@ class GSchNetConfig:
         # embedding rows: 0 padding, 1..T the types, T + 1 the focus token, T + 2 the origin token
         return SchNetConfig(features=self.features, interactions=self.interactions, cutoff_ang=self.cutoff_ang,
                             n_rbf=self.n_rbf, max_z=self.n_types + 2)
-
-
-FOCUS, ORIGIN = 0, 1  # slots of the two tokens; placed atoms follow in slots 2..
 
 
 class GSchNetNet(nn.Module):
@@ -132,10 +130,7 @@ def type_index_table(config: GSchNetConfig) -> jnp.ndarray:
 
 def bonded(Z, R, max_bond_ang: float):
     """[A, A] bool covalent bond graph (jaxqc's radii, d < 1.25 (r_a + r_b) and d <= max_bond_ang)."""
-    rad = np.full(max(int(np.max(list(COVALENT_RADIUS_ANG))) + 1, 10), 0.75)
-    for z, r in COVALENT_RADIUS_ANG.items():
-        rad[z] = r
-    r = jnp.asarray(rad)[Z]
+    r = jnp.asarray([COVALENT_RADIUS_ANG.get(z, 0.75) for z in range(max(COVALENT_RADIUS_ANG) + 1)])[Z]
     d = jnp.linalg.norm(R[:, None] - R[None, :] + jnp.eye(len(Z))[..., None], axis=-1)  # eye: no 0-length grad
     real = (Z > 0)[:, None] & (Z > 0)[None, :] & ~jnp.eye(len(Z), dtype=bool)
     return real & (d < BOND_SCALE * (r[:, None] + r[None, :])) & (d <= max_bond_ang)
@@ -310,9 +305,11 @@ def grid_offsets(config: GSchNetConfig) -> np.ndarray:
     return g[(d >= config.min_bond_ang) & (d <= r)].astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def make_generator(config: GSchNetConfig, batch: int):
     """generate(params, key, temperature) -> (Z [batch, max_atoms], R [batch, max_atoms, 3] Å, finished [batch]):
-    one jitted function for a batch of molecules (compiled once per batch size; temperature is traced)."""
+    one jitted function for a batch of molecules (compiled once per config and batch size, kept across calls
+    of `generate`; temperature is traced)."""
     c = config
     net = GSchNetNet(c)
     T, M, S = c.n_types, c.max_atoms, c.max_atoms + 2
@@ -424,20 +421,16 @@ def pool(config: GSchNetConfig, data) -> np.ndarray:
     one connected bond graph (the traces place atoms along bonds)."""
     from ..kernels.symmetries import bond_graph
 
+    from scipy.sparse.csgraph import connected_components
+
     heavy = np.sum(data.Z > 1, axis=1)
     ok_el = np.all(np.isin(data.Z, (0, *config.elements)), axis=1)
     keep = []
     for i in np.nonzero((heavy <= config.max_heavy_atoms) & ok_el)[0]:
         m = data.Z[i] > 0
-        A = bond_graph(data.Z[i][m], data.R[i][m]) & (np.linalg.norm(
-            data.R[i][m][:, None] - data.R[i][m][None], axis=-1) <= config.max_bond_ang)
-        seen, todo = {0}, [0]
-        while todo:
-            a = todo.pop()
-            for b in np.nonzero(A[a])[0]:
-                if b not in seen:
-                    seen.add(int(b)), todo.append(int(b))
-        if len(seen) == int(m.sum()):
+        R = data.R[i][m]
+        A = bond_graph(data.Z[i][m], R) & (np.linalg.norm(R[:, None] - R[None], axis=-1) <= config.max_bond_ang)
+        if connected_components(A, directed=False)[0] == 1:
             keep.append(i)
     return np.asarray(keep, int)
 
