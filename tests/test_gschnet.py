@@ -16,7 +16,7 @@ from jaxqc import chem, generation  # noqa: E402
 from jaxqc.cli import main  # noqa: E402
 from jaxqc.data import io  # noqa: E402
 from jaxqc.data.molecules import Dataset  # noqa: E402
-from jaxqc.errors import DataError  # noqa: E402
+from jaxqc.errors import DataError, JaxqcError  # noqa: E402
 from jaxqc.models import gschnet as g  # noqa: E402
 from jaxqc.models import registry  # noqa: E402
 
@@ -116,6 +116,34 @@ def test_checker_rejects_broken_molecules():
     assert chem.check(Z, np.full_like(R, np.nan)).reason == "non-finite coordinates"
     two = chem.check(np.concatenate([Z, Z]), np.concatenate([R, R + 10.0]))
     assert not two.valid and two.reason == "2 fragments"
+
+
+def test_lookup_protocol_bond_orders_stability_and_validity():
+    """The bond-length-table protocol of EDM (Hoogeboom et al. 2022): multiple bonds from their lengths,
+    a stretched C-H makes two atoms unstable but stays 'valid' (RDKit adds the missing H), an over-bonded
+    H is invalid, and elements outside its table are refused."""
+    data = embedded(["C#C", "C#N", "C=O", "CCO"])
+    heavy = [tuple(sorted(np.nonzero(z > 1)[0][:2])) for z in data.Z]
+    for k, want in enumerate([3, 3, 2, 1]):
+        n = int(np.sum(data.Z[k] > 0))
+        orders = chem.lookup_bond_orders(data.Z[k][:n], data.R[k][:n])
+        assert orders[heavy[k]] == want and np.array_equal(orders, orders.T)
+    m = chem.lookup_metrics(data.Z, data.R)
+    assert (m["atoms_stable"], m["molecules_stable"], m["valid"], m["valid_unique"]) == (1.0, 1.0, 1.0, 1.0)
+    methane = embedded(["C"])
+    Z, R = methane.Z[0], methane.R[0].copy()
+    R[1] = R[0] + 1.5 * (R[1] - R[0]) / np.linalg.norm(R[1] - R[0])  # one C-H stretched to 1.5 Å
+    stable, n, valid, smiles = chem.lookup_check(Z, R)
+    assert (stable, n, valid, smiles) == (3, 5, True, "[H]C([H])[H]")
+    R = methane.R[0].copy()
+    bond = R[1] - R[0]
+    side = np.cross(bond, [1.0, 0.3, 0.2])
+    R[2] = R[1] + 0.8 * side / np.linalg.norm(side)  # an H 0.8 Å from another: that H has two bonds
+    assert chem.lookup_bond_orders(Z, R)[1].sum() == 2
+    assert chem.lookup_check(Z, R)[2] is False
+    assert chem.lookup_metrics(Z[None], R[None])["molecules_stable"] == 0.0
+    with pytest.raises(JaxqcError, match="H, C, N, O and F"):
+        chem.lookup_bond_orders(np.array([6, 16]), np.array([[0.0, 0, 0], [1.8, 0, 0]]))
 
 
 @pytest.fixture(scope="module")
