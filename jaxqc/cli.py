@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--grid-level", type=int, help="PySCF's DFT integration grid level (default 3)")
     lab.add_argument("--no-forces", action="store_true", help="skip the forces (about half the cost)")
     lab.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
-    lab.add_argument("--resume", action="store_true", help="continue from OUT.partial.npz")
+    lab.add_argument("--resume", action="store_true", help="continue from the finished frames kept in OUT.partial/")
     lab.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _add_units(lab)
 

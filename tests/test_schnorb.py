@@ -217,10 +217,21 @@ def test_label_refuses_an_existing_output_and_a_corrupt_partial_file(tmp_path, c
                  "--frames", "1", "--resume", "--out", str(out2)]) == 2
     err = capsys.readouterr().err
     assert "unreadable partial results" in err and not out2.exists()
+    out3 = tmp_path / "u.npz"
+    (tmp_path / "u.npz.partial").mkdir()
+    (tmp_path / "u.npz.partial" / "shard_000000_0001.npz").write_bytes(b"garbage")
+    assert main(["data", "label", "water-dft-hamiltonian", "--dft", "PBE/def2-SVP", "--hamiltonian",
+                 "--frames", "1", "--out", str(out3)]) == 2  # without --resume: refused, the shards kept
+    assert "--resume" in capsys.readouterr().err
+    assert main(["data", "label", "water-dft-hamiltonian", "--dft", "PBE/def2-SVP", "--hamiltonian",
+                 "--frames", "1", "--resume", "--out", str(out3)]) == 2
+    err = capsys.readouterr().err
+    assert "shard_000000_0001.npz: unreadable partial results" in err and not out3.exists()
 
 
 def test_label_resumes_from_its_partial_file(tmp_path, monkeypatch):
-    """Frames finished before a failure are kept and not recomputed on --resume."""
+    """Frames finished before a failure are kept (each written once, in its own shard) and not recomputed on
+    --resume."""
     water = data_registry.load("water-dft-hamiltonian").subset(np.arange(3))
     out = tmp_path / "w.npz"
     calls = []
@@ -236,12 +247,16 @@ def test_label_resumes_from_its_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(hamiltonian, "label_frame", failing)
     with pytest.raises(DataError, match="frame 2: SCF did not converge .*2 finished frames kept"):
         hamiltonian.label_hamiltonian(water, "HF/STO-3G", forces=False, out=out)
+    shards = sorted((tmp_path / "w.npz.partial").glob("shard_*.npz"))
+    assert [list(np.load(f)["frames"]) for f in shards] == [[0], [1]]
     calls.clear()
     monkeypatch.setattr(hamiltonian, "label_frame", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     done = hamiltonian.label_hamiltonian(water, "HF/STO-3G", forces=False, out=out, resume=True)
     assert len(calls) == 1 and done.props["H"].shape == (3, 7, 7)
     ref = hamiltonian.label_frame(water.Z[0], water.R[0], "HF/STO-3G", forces=False)
     assert np.abs(done.props["H"][0] - ref["H"]).max() < 1e-8
+    hamiltonian.finish(out)
+    assert not (tmp_path / "w.npz.partial").exists()
 
 
 def test_covariant_flag_belongs_to_schnorb(tmp_path, capsys):

@@ -8,8 +8,10 @@ and whose meta records the basis, the AO shells per element in PySCF's AO order 
 the AO labels, the functional, the integration grid and the units. E (kcal/mol) and F (kcal/mol/Å) are the
 usual labels, so every energy model trains on the same file.
 
-Long runs keep what they did: frames go to OUT.partial.npz every CHECKPOINT_EVERY frames and `--resume`
-continues from it; the final file is written atomically.
+Long runs keep what they did: every CHECKPOINT_EVERY frames the frames finished since the last save go to a
+new shard OUT.partial/shard_*.npz (each frame is written once: the cost of checkpoints grows with the
+frames, not with their square), and `--resume` continues from the shards; the final file is written
+atomically. (An OUT.partial.npz of earlier versions is read too.)
 """
 from __future__ import annotations
 
@@ -100,34 +102,54 @@ def _worker(task):
 
 
 def _partial_path(out) -> Path:
+    """OUT.partial: the folder of shards of finished frames."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _legacy_partial_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".partial.npz")
 
 
-def _save_partial(path: Path, done: dict) -> None:
-    ks = sorted(done)
+def _save_partial(folder: Path, done: dict, saved: set) -> None:
+    """Write the frames of `done` not in `saved` as one new shard (atomic), and add them to `saved`."""
+    ks = sorted(set(done) - saved)
+    if not ks:
+        return
     arrays = {"frames": np.asarray(ks)}
     for key in ("E", "F", *MATRIX_PROPS, "cpu_s"):
         arrays[key] = np.stack([np.asarray(done[k][key]) for k in ks])
     arrays["shells"] = np.array(repr(done[ks[0]]["shells"]))
     arrays["labels"] = np.array("\n".join(done[ks[0]]["labels"]))
-    atomic_savez(path, **arrays)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_savez(folder / f"shard_{len(saved):06d}_{len(ks):04d}.npz", **arrays)
+    saved.update(ks)
 
 
-def _load_partial(path: Path) -> dict:
+def _read_shard(path: Path, done: dict) -> None:
     import ast
 
     try:
         with np.load(path, allow_pickle=False) as f:
             shells = ast.literal_eval(str(f["shells"]))
             labels = str(f["labels"]).split("\n")
-            done = {}
             for i, k in enumerate(f["frames"]):
                 done[int(k)] = {key: f[key][i] for key in ("E", "F", *MATRIX_PROPS, "cpu_s")}
                 done[int(k)].update(shells=shells, labels=labels)
-    except Exception as err:  # a corrupt partial file: say so, keep it
+    except Exception as err:  # a corrupt shard: say so, keep it
         raise DataError(f"{path}: unreadable partial results ({type(err).__name__}: {err}); move it away to "
                         f"start over") from None
+
+
+def _load_partial(out) -> dict:
+    """{frame: results} from OUT.partial/ shards (and an earlier version's OUT.partial.npz)."""
+    done: dict = {}
+    legacy, folder = _legacy_partial_path(out), _partial_path(out)
+    if legacy.exists():
+        _read_shard(legacy, done)
+    for shard in sorted(folder.glob("shard_*.npz")) if folder.is_dir() else ():
+        _read_shard(shard, done)
     return done
 
 
@@ -136,7 +158,7 @@ def label_hamiltonian(data: Dataset, spec: str = "PBE/def2-SVP", grid_level: int
                       progress: bool = False) -> Dataset:
     """A copy of `data` labelled with PySCF at `spec`: E, F and the Hamiltonian props (module docstring).
 
-    jobs: worker processes (one thread each). out: the final file's path, whose OUT.partial.npz keeps
+    jobs: worker processes (one thread each). out: the final file's path, whose OUT.partial/ keeps
     finished frames (resume=True continues from it)."""
     from .generate import _Progress, parse_dft_spec
 
@@ -145,10 +167,13 @@ def label_hamiltonian(data: Dataset, spec: str = "PBE/def2-SVP", grid_level: int
     charge = int(data.meta.get("charge", 0))
     partial = _partial_path(out) if out is not None else None
     done = {}
-    if partial is not None and partial.exists():
-        if not resume:
-            raise DataError(f"{partial} holds frames of an earlier run: pass --resume to continue it, or move it away")
-        done = _load_partial(partial)
+    for earlier in (partial, _legacy_partial_path(out)) if out is not None else ():
+        if earlier.exists() and not resume:
+            raise DataError(f"{earlier} holds frames of an earlier run: pass --resume to continue it, or move it "
+                            "away")
+    if out is not None and resume:
+        done = _load_partial(out)
+    saved = set(done)
     todo = [k for k in range(len(data)) if k not in done]
     tasks = [(k, data.Z[k], data.R[k], spec, grid_level, forces, charge) for k in todo]
     report = _Progress(len(data), progress, what=f"{spec} Hamiltonian labels")
@@ -157,12 +182,12 @@ def label_hamiltonian(data: Dataset, spec: str = "PBE/def2-SVP", grid_level: int
     def keep(k, res, err):
         if err is not None:
             if partial is not None and done:
-                _save_partial(partial, done)
+                _save_partial(partial, done, saved)
             raise DataError(f"frame {k}: {err}" + (f" ({len(done)} finished frames kept in {partial})" if done and
                                                    partial else ""))
         done[k] = res
-        if partial is not None and len(done) % CHECKPOINT_EVERY == 0:
-            _save_partial(partial, done)
+        if partial is not None and len(done) - len(saved) >= CHECKPOINT_EVERY:
+            _save_partial(partial, done, saved)
         report(len(done))
 
     if jobs > 1 and len(tasks) > 1:
@@ -207,10 +232,14 @@ def _stack_padded(arrays: list) -> np.ndarray:
 
 
 def finish(partial_of) -> None:
-    """Remove OUT.partial.npz once OUT is written."""
-    p = _partial_path(partial_of)
-    if p.exists():
-        os.remove(p)
+    """Remove OUT.partial/ (and an earlier version's OUT.partial.npz) once OUT is written."""
+    import shutil
+
+    folder, legacy = _partial_path(partial_of), _legacy_partial_path(partial_of)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    if legacy.exists():
+        os.remove(legacy)
 
 
 def _name(data: Dataset) -> str:
