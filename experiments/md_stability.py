@@ -121,9 +121,12 @@ def main(argv=None) -> dict:
                "date": time.strftime("%Y-%m-%d"),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
                "models": {}}
-    if args.update and out.exists():
+    n_replicas = min(args.replicas, len(R_starts))
+    studied = {name: {**study(name, path, Z, R_starts, args), "langevin_ps": args.ps, "replicas": n_replicas}
+               for name, path in models.items()}
+    if args.update and out.exists():  # read at the end: another run may have added its models meanwhile
         results["models"] = json.loads(out.read_text())["models"]
-    results["models"].update({name: study(name, path, Z, R_starts, args) for name, path in models.items()})
+    results["models"].update(studied)
     results["wall_s"] = time.perf_counter() - t0
     from jaxqc.data.io import atomic_write_text
 
