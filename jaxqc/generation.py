@@ -295,13 +295,17 @@ def training_data(header, data=None):
 
     prov = header.get("provenance", {})
     if data is None:
-        source = prov.get("dataset_source") or prov.get("dataset_name")
-        if not source:
+        sources = [s for s in (prov.get("dataset_source"), prov.get("dataset_name")) if s]
+        if not sources:
             raise JaxqcError("the model does not name its training data set; give it with --data")
-        try:
-            data = io.read(source)
-        except JaxqcError as err:
-            raise JaxqcError(f"cannot read the model's training data set ({err}); give it with --data") from None
+        for k, source in enumerate(sources):  # the file it was read from, else its registered name
+            try:
+                data = io.read(source)
+                break
+            except JaxqcError as err:
+                if k == len(sources) - 1:
+                    raise JaxqcError(f"cannot read the model's training data set ({err}); give it with --data") \
+                        from None
     if prov.get("dataset_md5") not in (None, data.md5, data.meta.get("md5")):
         raise JaxqcError(f"the data set given is not the one the model was trained on (md5 {data.md5} vs "
                          f"{prov.get('dataset_md5')}): novelty needs the training molecules")

@@ -248,3 +248,13 @@ def test_cli_train_generate_evaluate(tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.extxyz").exists()
+
+
+def test_training_data_falls_back_to_the_registered_name(tmp_path):
+    """A model's provenance names the file it was read from and the data set's registered name: evaluate
+    --generated reads the first that exists (QM9 comes from a package, not a file), and says --data else."""
+    header = {"provenance": {"dataset_source": str(tmp_path / "gone.npz"), "dataset_name": "ethanol-xtb"}}
+    assert generation.training_data(header).meta["name"] == "ethanol-xtb"
+    header["provenance"]["dataset_name"] = "no-such-data-set"
+    with pytest.raises(JaxqcError, match="give it with --data"):
+        generation.training_data(header)

@@ -477,8 +477,8 @@ def fit(config, data, split_, key, budget: Budget, *, out=None, resume: bool = F
     cfg = dataclasses.replace(cfg, n_buckets=1)
     params = init_params(config, key, None)
     prov = {"dataset_md5": data.md5, "dataset_name": data.meta.get("name"),
-            "dataset_source": str(Path(data.meta["source"]).resolve()) if data.meta.get("format") and
-            data.meta.get("source") else data.meta.get("name"),
+            "dataset_source": str(Path(data.meta["source"]).resolve()) if data.meta.get("source") and
+            Path(str(data.meta["source"])).is_file() else data.meta.get("name"),
             "protocol": split_.get("protocol", "split given by the caller"),
             "test_idx": np.asarray(split_.get("test", np.zeros(0, int))), "target": "construction traces",
             "elements": list(config.elements)}
