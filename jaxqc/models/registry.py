@@ -247,7 +247,8 @@ def names() -> list[str]:
     """Every registered model name (built-in first, in table order)."""
     _load_builtin()
     _load_plugins()
-    return list(_SPECS)
+    rank = {n: k for k, n in enumerate(BUILTIN_NAMES)}  # not import order: a test may import one family first
+    return sorted(_SPECS, key=lambda n: rank.get(n, len(rank)))  # stable: plugins keep their order
 
 
 def get(name: str) -> ModelSpec:
