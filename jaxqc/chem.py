@@ -133,7 +133,7 @@ def bond_lengths(Z, R, bonds) -> dict:
 # atoms fail), and the SMILES of its largest fragment identifies it. Their Table 2 gives G-SchNet 95.7 %
 # atoms stable, 68.1 % molecules stable, 85.5 % valid, 80.3 % valid and unique, and QM9 itself 99.0 / 95.2 /
 # 97.7 / 97.7. Typical bond lengths (pm) of H, C, N, O, F as that work tabulates them (wiredchemist.com).
-_LOOKUP_ELEMENTS = (1, 6, 7, 8, 9)
+LOOKUP_ELEMENTS = (1, 6, 7, 8, 9)
 _SINGLE_PM = ((74, 109, 101, 96, 92), (109, 154, 147, 143, 135), (101, 147, 145, 140, 136),
               (96, 143, 140, 148, 142), (92, 135, 136, 142, 142))
 _DOUBLE_PM = {(6, 6): 134, (6, 7): 129, (6, 8): 120, (7, 7): 125, (7, 8): 121, (8, 8): 121}
@@ -145,8 +145,8 @@ _VALENCE = {1: 1, 6: 4, 7: 3, 8: 2, 9: 1}
 def _lookup_thresholds() -> np.ndarray:
     """[3, 10, 10] distance thresholds (Å) by order and atomic numbers; -inf where a bond order has no entry."""
     t = np.full((3, 10, 10), -np.inf)
-    for a, za in enumerate(_LOOKUP_ELEMENTS):
-        for b, zb in enumerate(_LOOKUP_ELEMENTS):
+    for a, za in enumerate(LOOKUP_ELEMENTS):
+        for b, zb in enumerate(LOOKUP_ELEMENTS):
             t[0, za, zb] = (_SINGLE_PM[a][b] + _MARGIN_PM[0]) / 100
     for k, table in ((1, _DOUBLE_PM), (2, _TRIPLE_PM)):
         for (za, zb), pm in table.items():
@@ -160,7 +160,7 @@ _THRESHOLDS_ANG = _lookup_thresholds()
 def lookup_bond_orders(Z, R) -> np.ndarray:
     """[A, A] bond orders (0-3) of one molecule from distances alone (the lookup-table protocol above)."""
     Z, R = np.asarray(Z), np.asarray(R, dtype=float)
-    if np.any((Z < 0) | (Z >= 10)) or not set(np.unique(Z[Z > 0])) <= set(_LOOKUP_ELEMENTS):
+    if np.any((Z < 0) | (Z >= 10)) or not set(np.unique(Z[Z > 0])) <= set(LOOKUP_ELEMENTS):
         raise JaxqcError("the lookup-table bond protocol covers H, C, N, O and F only")
     d = np.linalg.norm(R[:, None] - R[None], axis=-1)
     t = _THRESHOLDS_ANG[:, Z[:, None], Z[None, :]]  # [3, A, A]
@@ -179,9 +179,7 @@ def lookup_check(Z, R) -> tuple[int, int, bool, str]:
         return 0, len(Z), False, ""
     order = lookup_bond_orders(Z, R)
     stable = int(np.sum(order.sum(axis=1) == np.array([_VALENCE[int(z)] for z in Z])))
-    mol = Chem.RWMol()
-    for z in Z:
-        mol.AddAtom(Chem.Atom(int(z)))
+    mol = _mol(Z, R)
     kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
     for i, j in zip(*np.nonzero(np.triu(order))):
         mol.AddBond(int(i), int(j), kinds[int(order[i, j])])

@@ -298,14 +298,14 @@ def training_data(header, data=None):
         sources = [s for s in (prov.get("dataset_source"), prov.get("dataset_name")) if s]
         if not sources:
             raise JaxqcError("the model does not name its training data set; give it with --data")
-        for k, source in enumerate(sources):  # the file it was read from, else its registered name
+        for source in sources:  # the file it was read from, else its registered name
             try:
                 data = io.read(source)
                 break
             except JaxqcError as err:
-                if k == len(sources) - 1:
-                    raise JaxqcError(f"cannot read the model's training data set ({err}); give it with --data") \
-                        from None
+                last = err
+        else:
+            raise JaxqcError(f"cannot read the model's training data set ({last}); give it with --data") from None
     if prov.get("dataset_md5") not in (None, data.md5, data.meta.get("md5")):
         raise JaxqcError(f"the data set given is not the one the model was trained on (md5 {data.md5} vs "
                          f"{prov.get('dataset_md5')}): novelty needs the training molecules")
@@ -327,7 +327,7 @@ def evaluate(generated: dict, header, data=None, relax: bool = True, relax_limit
     all_smiles = set(qm9_smiles(data, progress=show)) - {""} if len(data) > 100_000 else None
     out = {"generated": metrics(Z, R, checks, train_smiles, all_smiles, generated.get("finished")),
            "training_set": {"n": len(tr), "valid": float(np.mean([c.valid for c in train_checks]))}}
-    if set(np.unique(Z[Z > 0])) <= set(chem._LOOKUP_ELEMENTS):  # the protocol other papers report, beside ours
+    if set(np.unique(Z[Z > 0])) <= set(chem.LOOKUP_ELEMENTS):  # the protocol other papers report, beside ours
         out["generated"]["lookup_protocol"] = chem.lookup_metrics(Z, R)
         out["training_set"]["lookup_protocol"] = chem.lookup_metrics(data.Z[tr], data.R[tr])
     out["distributions"] = compare_distributions(distributions(Z, R, checks), distributions(data.Z[tr], data.R[tr],
