@@ -130,18 +130,25 @@ def main(argv=None) -> dict:
         row["time_to_sgdml_s"] = nn_peer.time_to(mace["curve"], "valid_forces_mae",
                                                  row.get("sgdml", {}).get("forces_mae", -1.0))
         runs.append(row)
+        write(out, args, arch, runs, t0, plot_it=False)   # each finished N is kept, whatever happens later
         print(f"{args.molecule} N={n}: MACE {mace['epochs']} epochs, {mace['cpu_core_hours']:.2f} core-h; test F MAE "
               f"{mace['test']['forces_mae']:.3f}, E MAE {mace['test']['energy_mae']:.3f}"
               + (f"; sGDML F {row['sgdml']['forces_mae']:.3f}" if "sgdml" in row else ""), flush=True)
+    return write(out, args, arch, runs, t0, plot_it=True)
+
+
+def write(out: Path, args, arch: dict, runs: list, t0: float, plot_it: bool) -> dict:
+    """The results so far, written atomically to `out` (and the plot at the end)."""
+    from jaxqc.data.io import atomic_write_text
+
     results = {"experiment": "mace_rmd17", "molecule": args.molecule, "split": SPLIT, "quick": args.quick,
                "arch": arch, "published_mace_forces_mae": PUBLISHED_MACE[args.molecule],
                "resources": "one process, one thread, pinned by the caller (taskset) or not",
                "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0,
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
                "runs": runs}
-    results["plot"] = plot(results, out.with_suffix(".png"))
-    from jaxqc.data.io import atomic_write_text
-
+    if plot_it:
+        results["plot"] = plot(results, out.with_suffix(".png"))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(results, indent=1, default=float))
     return results
