@@ -7,11 +7,16 @@ the training sets are nested prefixes (N = 100 / 250 / 500 / 1000). Each fit has
 exponential learning-rate decay to 1/100 over them, the model kept at the best validation H MAE. Test metrics
 (jaxqc.models.schnorb.evaluate_more, float64): H MAE (µHa), S MAE, occupied orbital energies (µHa), HOMO / LUMO
 / gap (meV), dipole (Debye), orbital similarity. The mean-Hamiltonian baseline predicts the training set's mean
-H for every test frame (in the data's own orientation, which favours the baseline).
+H for every test frame (in the data's own orientation, which favours the baseline). The variants
+`schnorb-sad` / `covariant-sad` learn H - H0 (baseline="sad", H0 the Kohn-Sham matrix of PySCF's minao guess,
+stored by `jaxqc data label --hamiltonian`), and the SAD-guess row is H0 itself: what one Fock build gives
+without any learning.
 
     jaxqc data label ethanol-xtb --dft PBE/def2-SVP --hamiltonian --frames 1600 --grid-level 1 --no-forces \\
         --jobs 2 --out ~/.cache/jaxqc/hamiltonian/ethanol_pbe_def2svp.npz
     python experiments/schnorb_curve.py --data ~/.cache/jaxqc/hamiltonian/ethanol_pbe_def2svp.npz --steps 3000
+    python experiments/schnorb_curve.py --steps 800 --variants schnorb-sad covariant-sad \
+        --out experiments/results/schnorb_curve_sad.json
     python experiments/schnorb_curve.py --quick      # CI-sized, on the shipped water set
 """
 from __future__ import annotations
@@ -35,6 +40,7 @@ PUBLISHED = {
     "SchNOrb (Schütt 2019), as restated by later papers (unit conversion not checked against the paper)":
         {"H_uha": 187.4},
 }
+VARIANTS = ("schnorb", "covariant", "schnorb-sad", "covariant-sad")
 QUICK = {"sizes": (20, 40), "n_valid": 5, "n_test": 20, "steps": 40}
 OUT = Path(__file__).parent / "results"
 
@@ -50,24 +56,34 @@ def split_of(n_frames: int, n_train: int, n_valid: int, n_test: int) -> dict:
     return {"train": perm[:n_train], "valid": valid, "test": test, "protocol": f"seeded permutation {SEED}"}
 
 
-def mean_baseline(data, split) -> dict:
-    """The training set's mean H and S for every test frame: H and orbital metrics as for a model."""
+def fixed_baseline(data, split, H_of) -> dict:
+    """H and occupied-orbital MAE (µHa) on the test frames of a prediction without learning, H_of(frame)."""
     import scipy.linalg
 
     from jaxqc import orbitals as orb
 
-    Hm, Sm = data.props["H"][split["train"]].mean(0), data.props["S"][split["train"]].mean(0)
     dH, de = [], []
     for m in split["test"]:
         k = orb.n_occupied(data.Z[m])
-        dH.append(np.abs(Hm - data.props["H"][m]).ravel())
-        e = scipy.linalg.eigh(Hm, data.props["S"][m], eigvals_only=True)[:k]
+        H = H_of(m)
+        dH.append(np.abs(H - data.props["H"][m]).ravel())
+        e = scipy.linalg.eigh(H, data.props["S"][m], eigvals_only=True)[:k]
         de.append(np.abs(e - data.props["mo_energy"][m][:k]))
-    del Sm
     return {"H_mae_uha": 1e6 * float(np.mean(np.concatenate(dH))), "eps_occ_mae_uha": 1e6 * float(np.mean(np.concatenate(de)))}
 
 
-def run(data, split, covariant: bool, steps: int, model: dict, run_dir: Path) -> dict:
+def mean_baseline(data, split) -> dict:
+    """The training set's mean H for every test frame: H and orbital metrics as for a model."""
+    Hm = data.props["H"][split["train"]].mean(0)
+    return fixed_baseline(data, split, lambda m: Hm)
+
+
+def sad_guess(data, split) -> dict | None:
+    """H0, the Kohn-Sham matrix of PySCF's minao guess, as the prediction (None when the data has no H0)."""
+    return fixed_baseline(data, split, lambda m: data.props["H0"][m]) if "H0" in data.props else None
+
+
+def run(data, split, variant: str, steps: int, model: dict, run_dir: Path) -> dict:
     import jax
 
     from jaxqc.models import registry, schnorb
@@ -79,11 +95,12 @@ def run(data, split, covariant: bool, steps: int, model: dict, run_dir: Path) ->
         "train": {"batch_size": BATCH, "n_buckets": 1, "lr": LR, "schedule": "exponential",
                   "decay_steps": max(1, steps // 2), "patience": 10**6}})
     c0 = cpu_s()
-    fitted = spec.fit(spec.make_config(covariant=covariant, **model), data, split, jax.random.PRNGKey(0), budget,
-                      out=run_dir, progress=False)
+    covariant, baseline = variant.startswith("covariant"), "sad" if variant.endswith("-sad") else "none"
+    fitted = spec.fit(spec.make_config(covariant=covariant, baseline=baseline, **model), data, split,
+                      jax.random.PRNGKey(0), budget, out=run_dir, progress=False)
     train_cpu = cpu_s() - c0
     test = schnorb.evaluate_more(fitted.config, fitted.params, data, split["test"])
-    return {"covariant": covariant, "n_train": n, "epochs": epochs, "steps": fitted.info["steps"],
+    return {"covariant": covariant, "baseline": baseline, "n_train": n, "epochs": epochs, "steps": fitted.info["steps"],
             "best_epoch": fitted.info["best_epoch"], "train_cpu_s": train_cpu, "describe": spec.describe(fitted.config),
             "test": test}
 
@@ -93,7 +110,7 @@ def main(argv=None) -> dict:
     p.add_argument("--data", default=str(Path.home() / ".cache/jaxqc/hamiltonian/ethanol_pbe_def2svp.npz"))
     p.add_argument("--sizes", type=int, nargs="+")
     p.add_argument("--steps", type=int, default=3000, help="optimiser steps per fit")
-    p.add_argument("--variants", nargs="+", choices=["schnorb", "covariant"], default=["schnorb", "covariant"])
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["schnorb", "covariant"])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--run-root", default=str(Path.home() / ".cache/jaxqc/runs/schnorb_curve"))
     p.add_argument("--out")
@@ -115,8 +132,10 @@ def main(argv=None) -> dict:
     for n in sizes:
         split = split_of(len(data), n, n_valid, n_test)
         row = {"n_train": n, "mean_baseline": mean_baseline(data, split)}
+        if "H0" in data.props:
+            row["sad_guess"] = sad_guess(data, split)
         for v in args.variants:
-            row[v] = run(data, split, v == "covariant", steps, model, Path(args.run_root) / f"{v}_n{n}")
+            row[v] = run(data, split, v, steps, model, Path(args.run_root) / f"{v}_n{n}")
             t = row[v]["test"]
             print(f"N={n} {v}: H {t['H']['mae']:.1f} µHa, eps_occ {t['eps_occ']['mae']:.1f} µHa, gap "
                   f"{t['gap']['mae']:.1f} meV, similarity {t['orbital_similarity']['mean']:.4f} "
@@ -148,10 +167,12 @@ def plot(results: dict, path: Path):
     n = [r["n_train"] for r in results["rows"]]
     for ax, key, base, label in ((axes[0], "H", "H_mae_uha", "H MAE (µHa)"),
                                  (axes[1], "eps_occ", "eps_occ_mae_uha", "occupied ε MAE (µHa)")):
-        for v in ("schnorb", "covariant"):
+        for v in VARIANTS:
             if v in results["rows"][0]:
                 ax.loglog(n, [r[v]["test"][key]["mae"] for r in results["rows"]], "o-", label=v)
         ax.loglog(n, [r["mean_baseline"][base] for r in results["rows"]], "k:", label="mean H")
+        if "sad_guess" in results["rows"][0]:
+            ax.loglog(n, [r["sad_guess"][base] for r in results["rows"]], "k-.", label="SAD guess H0 (no learning)")
         for name, pub in results["published_25k_frames"].items():
             k = "H_uha" if key == "H" else "eps_uha"
             if k in pub:

@@ -28,8 +28,10 @@ def resolve_train(args, data):
 
     spec = models.get(args.method)
     flags = vars(args)
-    if flags.get("covariant") and "covariant" not in {f.name for f in dataclasses.fields(spec.config_class)}:
-        raise JaxqcError(f"--covariant is not a {spec.name} option (models with a covariant variant take it)")
+    fields = {f.name for f in dataclasses.fields(spec.config_class)}
+    for flag in ("covariant", "baseline"):
+        if flags.get(flag) and flag not in fields:
+            raise JaxqcError(f"--{flag} is not a {spec.name} option (only models with that setting take it)")
     overrides, budget = spec.from_flags(flags, data) if spec.from_flags else ({}, Budget())
     if getattr(args, "config", None) or getattr(args, "set", None):
         from .configfile import apply_sets, load_config_file

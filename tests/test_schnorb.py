@@ -58,6 +58,9 @@ def test_rotated_molecule_hamiltonian_matches_pyscf(x64):
     D = np.asarray(orb.ao_rotation(layout.molecule_shells(Z), jnp.asarray(Q)))
     assert np.abs(D @ ref["S"] @ D.T - rot["S"]).max() < 1e-10
     assert np.abs(D @ ref["H"] @ D.T - rot["H"]).max() < 1e-6
+    # the guess Kohn-Sham matrix (schnorb's baseline="sad") rotates the same way
+    assert np.abs(D @ ref["H0"] @ D.T - rot["H0"]).max() < 1e-6
+    assert np.abs(ref["H0"] - ref["H"]).max() > 1e-3   # and it is not the converged matrix
     assert abs(ref["E"] - rot["E"]) < 1e-6
 
 
@@ -159,6 +162,36 @@ def test_tiny_schnorb_overfits_a_few_water_frames(water, tmp_path):
     assert after["H"]["mae"] < before["H"]["mae"] / 5, (before["H"], after["H"])
     assert after["eps_occ"]["mae"] < before["eps_occ"]["mae"] / 5
     assert after["orbital_similarity"]["mean"] > 0.95
+
+
+def test_sad_baseline_adds_the_guess_matrix_and_needs_it(water, tmp_path, capsys):
+    """baseline='sad': the same network and weights give H = (what it gives without the baseline) + H0, so
+    the covariant variant stays covariant (H0 rotates with D: the PySCF rotation test above); its statistics
+    are those of H - H0; a data set without H0 is refused with a one-line error."""
+    from jaxqc.cli import main
+    from jaxqc.models import schnorb
+
+    assert "H0" in water.props, "the shipped water set carries the guess matrices"
+    cfg, data, params = _config(water, True)
+    sad = dataclasses.replace(cfg, baseline="sad")
+    batch = data.molecules(np.arange(3))
+    _, H, _ = schnorb.predict_fn(cfg)(params, batch)
+    _, H_sad, _ = schnorb.predict_fn(sad)(params, batch)
+    assert float(jnp.abs(H_sad - H - batch.props["H0"]).max()) < 1e-5
+    frames = np.arange(10)
+    st, st_sad = schnorb.fit_stats(data, frames, cfg), schnorb.fit_stats(data, frames, sad)
+    assert st_sad["h_scale"] < st["h_scale"] / 2      # the rest of H is smaller than H
+    old = _write(tmp_path, water)
+    old = dataclasses.replace(old, props={k: v for k, v in old.props.items() if k != "H0"})
+    io.write_npz(old, tmp_path / "old.npz")
+    code = main(["train", "schnorb", "--baseline", "sad", "--data", str(tmp_path / "old.npz"), "--n-train", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "baseline 'sad' needs the guess Kohn-Sham matrices H0" in err
+    assert "Traceback" not in err and not (tmp_path / "r" / "model.npz").exists()
+    code = main(["train", "schnet", "--baseline", "sad", "--data", "ethanol-xtb", "--n-train", "8", "--epochs", "1",
+                 "--out", str(tmp_path / "s")])
+    assert code == 2 and "--baseline is not a schnet option" in capsys.readouterr().err
 
 
 # ---- bad input ------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ S, the total energy and forces, the orbital energies and occupations, the AO dip
 
 A Hamiltonian data set is an ordinary jaxqc Dataset (npz) whose props hold the matrices:
   H [M, n, n] Ha, S [M, n, n], mo_energy [M, n] Ha, mo_occ [M, n], ao_r [M, 3, n, n] bohr (origin 0),
-  dipole [M, 3] Debye, scf_cycles [M];
+  dipole [M, 3] Debye, scf_cycles [M], and H0 [M, n, n] Ha: the Kohn-Sham matrix of PySCF's 'minao' initial
+  guess (a superposition of atomic densities, same functional, basis and grid): one Fock build, about 8% of
+  the SCF's cost, the physical baseline a hybrid model can learn the rest from (schnorb's baseline="sad");
 and whose meta records the basis, the AO shells per element in PySCF's AO order (jaxqc.orbitals.AOLayout),
 the AO labels, the functional, the integration grid and the units. E (kcal/mol) and F (kcal/mol/Å) are the
 usual labels, so every energy model trains on the same file.
@@ -26,8 +28,9 @@ from ..errors import DataError
 from ..files import atomic_savez
 from .molecules import Dataset
 
-MATRIX_PROPS = ("H", "S", "mo_energy", "mo_occ", "ao_r", "dipole", "scf_cycles")
-UNITS = {"H": "Ha", "S": "", "mo_energy": "Ha", "mo_occ": "electrons", "ao_r": "bohr", "dipole": "Debye",
+MATRIX_PROPS = ("H", "S", "mo_energy", "mo_occ", "ao_r", "dipole", "scf_cycles", "H0")
+OPTIONAL_PROPS = ("H0",)     # absent from files (and partial shards) of earlier versions
+UNITS = {"H": "Ha", "H0": "Ha", "S": "", "mo_energy": "Ha", "mo_occ": "electrons", "ao_r": "bohr", "dipole": "Debye",
          "scf_cycles": ""}
 CHECKPOINT_EVERY = 20
 SYMMETRY_TOL = 1e-8          # |H - H^T| and |S - S^T| allowed in a file (Ha)
@@ -70,8 +73,9 @@ def label_frame(Z, R_ang, spec: str, grid_level: int | None = None, forces: bool
         raise DataError(f"{spec}: SCF did not converge")
     dm = mf.make_rdm1()
     H, S = np.asarray(mf.get_fock(dm=dm)), np.asarray(mf.get_ovlp())
+    H0 = np.asarray(mf.get_fock(dm=mf.get_init_guess(mol, "minao")))   # the guess's Kohn-Sham matrix
     mo_energy, _ = mf.eig(H, S)   # PySCF's orbital energies of the stored (final) Fock matrix
-    out = {"E": e_ha * U.HARTREE_KCAL_MOL, "H": H, "S": S, "mo_energy": np.asarray(mo_energy),
+    out = {"E": e_ha * U.HARTREE_KCAL_MOL, "H": H, "H0": H0, "S": S, "mo_energy": np.asarray(mo_energy),
            "mo_occ": np.asarray(mf.mo_occ),
            "ao_r": np.asarray(mol.intor_symmetric("int1e_r", comp=3)),
            "dipole": np.asarray(mf.dip_moment(mol, dm, unit="Debye", verbose=0)),
@@ -135,7 +139,7 @@ def _read_shard(path: Path, done: dict) -> None:
             shells = ast.literal_eval(str(f["shells"]))
             labels = str(f["labels"]).split("\n")
             for i, k in enumerate(f["frames"]):
-                done[int(k)] = {key: f[key][i] for key in ("E", "F", *MATRIX_PROPS, "cpu_s")}
+                done[int(k)] = {key: f[key][i] for key in ("E", "F", *MATRIX_PROPS, "cpu_s") if key in f}
                 done[int(k)].update(shells=shells, labels=labels)
     except Exception as err:  # a corrupt shard: say so, keep it
         raise DataError(f"{path}: unreadable partial results ({type(err).__name__}: {err}); move it away to "
@@ -202,7 +206,8 @@ def label_hamiltonian(data: Dataset, spec: str = "PBE/def2-SVP", grid_level: int
     wall = time.perf_counter() - t0
     ks = sorted(done)
     first = done[ks[0]]
-    props = {key: _stack_padded([np.asarray(done[k][key]) for k in ks]) for key in MATRIX_PROPS}
+    props = {key: _stack_padded([np.asarray(done[k][key]) for k in ks]) for key in MATRIX_PROPS
+             if all(key in done[k] for k in ks)}   # H0 only when every frame has it (shards of earlier versions)
     import pyscf
 
     meta = {**data.meta, "name": _name(data), "theory": f"{spec} (PySCF {pyscf.__version__}, "
@@ -212,7 +217,7 @@ def label_hamiltonian(data: Dataset, spec: str = "PBE/def2-SVP", grid_level: int
             "ao_shells": {str(z): ls for z, ls in first["shells"].items()}, "ao_labels": list(first["labels"]),
             "ao_order": "PySCF real spherical: per atom, per shell; p (x, y, z); d (xy, yz, z^2, xz, x^2-y^2)",
             "charge": charge, "forces_computed": bool(forces),
-            "hamiltonian_units": {"H": "Ha", "S": "1", "mo_energy": "Ha", "ao_r": "bohr (origin 0)",
+            "hamiltonian_units": {"H": "Ha", "H0": "Ha (Kohn-Sham matrix of the 'minao' guess)", "S": "1", "mo_energy": "Ha", "ao_r": "bohr (origin 0)",
                                   "dipole": "Debye"},
             "label_cpu_s_per_frame": float(np.mean([done[k]["cpu_s"] for k in ks])),
             "label_wall_s": round(wall, 1), "label_jobs": int(jobs)}
@@ -264,7 +269,9 @@ def check(data: Dataset, source: str = "", layout=None):
     n_ao = max(have.n_ao(z) for z in data.Z)
     if H.shape[1] != n_ao:
         raise DataError(f"{src}: matrices of size {H.shape[1]} but the basis {have.basis} gives {n_ao} AOs")
-    for key, M in (("H", H), ("S", S)):
+    if "H0" in data.props and data.props["H0"].shape != H.shape:
+        raise DataError(f"{src}: H0 {data.props['H0'].shape} must have H's shape {H.shape}")
+    for key, M in (("H", H), ("S", S), *((("H0", data.props["H0"]),) if "H0" in data.props else ())):
         asym = float(np.max(np.abs(M - np.swapaxes(M, 1, 2))))
         if not np.isfinite(asym):
             raise DataError(f"{src}: non-finite entries in {key}")

@@ -3,7 +3,7 @@
 `qm9`: full QM9 from the qm9pack package (cached after the first conversion); `ethanol-xtb`: the
 GFN2-xTB ethanol MD data set that ships inside jaxqc; `water-dft-hamiltonian`: 100 frames of water (GFN2-xTB
 Langevin MD at 500 K) labelled with PBE/def2-SVP by PySCF, with the Kohn-Sham matrix H, S and orbitals per
-frame (1 MB; its meta records the command that made it).
+frame and H0, the Kohn-Sham matrix of the minao guess (1.3 MB; its meta records the command that made it).
 
 Loaders are named as "module:function" and imported when a name is loaded, so this module imports
 no reader: `io.read` can look names up here without an import cycle.
