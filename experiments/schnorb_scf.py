@@ -29,8 +29,8 @@ import numpy as np
 OUT = Path(__file__).parent / "results"
 
 
-def scf(Z, R, meta: dict, dm0=None) -> dict:
-    """One PySCF SCF of the data's level of theory from dm0 (None: PySCF's default guess)."""
+def solver(Z, R, meta: dict):
+    """(mol, mf): PySCF's Kohn-Sham solver for one frame at the data's level of theory (functional, basis, grid)."""
     from jaxqc.data.generate import _pyscf, _pyscf_molecule, _pyscf_solver, parse_dft_spec
 
     mods = _pyscf()
@@ -40,6 +40,12 @@ def scf(Z, R, meta: dict, dm0=None) -> dict:
     mf = _pyscf_solver(mods, mol, xc, spec)
     if hasattr(mf, "grids"):
         mf.grids.level = int(meta.get("grid_level", 3))
+    return mol, mf
+
+
+def scf(Z, R, meta: dict, dm0=None) -> dict:
+    """One PySCF SCF of the data's level of theory from dm0 (None: PySCF's default guess)."""
+    _, mf = solver(Z, R, meta)
     cycles = []
     mf.callback = lambda env: cycles.append(env.get("cycle"))
     t = time.process_time()
@@ -50,15 +56,7 @@ def scf(Z, R, meta: dict, dm0=None) -> dict:
 
 def h0_cpu_s(Z, R, meta: dict) -> float:
     """CPU s to build H0 for one frame: PySCF's minao guess density and its Kohn-Sham matrix."""
-    from jaxqc.data.generate import _pyscf, _pyscf_molecule, _pyscf_solver, parse_dft_spec
-
-    mods = _pyscf()
-    spec = f"{meta['xc']}/{meta['basis']}"
-    xc, basis = parse_dft_spec(spec)
-    mol = _pyscf_molecule(mods[0], Z, R, basis, int(meta.get("charge", 0)), spec)
-    mf = _pyscf_solver(mods, mol, xc, spec)
-    if hasattr(mf, "grids"):
-        mf.grids.level = int(meta.get("grid_level", 3))
+    mol, mf = solver(Z, R, meta)
     t = time.process_time()
     mf.get_fock(dm=mf.get_init_guess(mol, "minao"))
     return time.process_time() - t
