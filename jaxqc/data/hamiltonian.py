@@ -29,7 +29,6 @@ from ..files import atomic_savez
 from .molecules import Dataset
 
 MATRIX_PROPS = ("H", "S", "mo_energy", "mo_occ", "ao_r", "dipole", "scf_cycles", "H0")
-OPTIONAL_PROPS = ("H0",)     # absent from files (and partial shards) of earlier versions
 UNITS = {"H": "Ha", "H0": "Ha", "S": "", "mo_energy": "Ha", "mo_occ": "electrons", "ao_r": "bohr", "dipole": "Debye",
          "scf_cycles": ""}
 CHECKPOINT_EVERY = 20
