@@ -17,6 +17,8 @@ without any learning.
     python experiments/schnorb_curve.py --data ~/.cache/jaxqc/hamiltonian/ethanol_pbe_def2svp.npz --steps 3000
     python experiments/schnorb_curve.py --steps 800 --variants schnorb-sad covariant-sad \
         --out experiments/results/schnorb_curve_sad.json
+    python experiments/schnorb_curve.py --steps 800 --variants covariant-sad-eps --eps-weight 1 \
+        --out experiments/results/schnorb_curve_eps.json   # + the orbital-energy loss (eps_weight)
     python experiments/schnorb_curve.py --quick      # CI-sized, on the shipped water set
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ PUBLISHED = {
     "SchNOrb (Schütt 2019), as restated by later papers (unit conversion not checked against the paper)":
         {"H_uha": 187.4},
 }
-VARIANTS = ("schnorb", "covariant", "schnorb-sad", "covariant-sad")
+VARIANTS = ("schnorb", "covariant", "schnorb-sad", "covariant-sad", "schnorb-sad-eps", "covariant-sad-eps")
 QUICK = {"sizes": (20, 40), "n_valid": 5, "n_test": 20, "steps": 40}
 OUT = Path(__file__).parent / "results"
 
@@ -83,7 +85,7 @@ def sad_guess(data, split) -> dict | None:
     return fixed_baseline(data, split, lambda m: data.props["H0"][m]) if "H0" in data.props else None
 
 
-def run(data, split, variant: str, steps: int, model: dict, run_dir: Path) -> dict:
+def run(data, split, variant: str, steps: int, model: dict, run_dir: Path, eps_weight: float = 1.0) -> dict:
     import jax
 
     from jaxqc.models import registry, schnorb
@@ -95,12 +97,13 @@ def run(data, split, variant: str, steps: int, model: dict, run_dir: Path) -> di
         "train": {"batch_size": BATCH, "n_buckets": 1, "lr": LR, "schedule": "exponential",
                   "decay_steps": max(1, steps // 2), "patience": 10**6}})
     c0 = cpu_s()
-    covariant, baseline = variant.startswith("covariant"), "sad" if variant.endswith("-sad") else "none"
-    fitted = spec.fit(spec.make_config(covariant=covariant, baseline=baseline, **model), data, split,
+    covariant, baseline = variant.startswith("covariant"), "sad" if "-sad" in variant else "none"
+    eps = eps_weight if variant.endswith("-eps") else 0.0
+    fitted = spec.fit(spec.make_config(covariant=covariant, baseline=baseline, eps_weight=eps, **model), data, split,
                       jax.random.PRNGKey(0), budget, out=run_dir, progress=False)
     train_cpu = cpu_s() - c0
     test = schnorb.evaluate_more(fitted.config, fitted.params, data, split["test"])
-    return {"covariant": covariant, "baseline": baseline, "n_train": n, "epochs": epochs, "steps": fitted.info["steps"],
+    return {"covariant": covariant, "baseline": baseline, "eps_weight": eps, "n_train": n, "epochs": epochs, "steps": fitted.info["steps"],
             "best_epoch": fitted.info["best_epoch"], "train_cpu_s": train_cpu, "describe": spec.describe(fitted.config),
             "test": test}
 
@@ -111,6 +114,9 @@ def main(argv=None) -> dict:
     p.add_argument("--sizes", type=int, nargs="+")
     p.add_argument("--steps", type=int, default=3000, help="optimiser steps per fit")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=["schnorb", "covariant"])
+    p.add_argument("--eps-weight", type=float, default=1.0, help="orbital-energy loss weight of the *-eps variants")
+    p.add_argument("--n-valid", type=int, default=N_VALID)
+    p.add_argument("--n-test", type=int, default=N_TEST)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--run-root", default=str(Path.home() / ".cache/jaxqc/runs/schnorb_curve"))
     p.add_argument("--out")
@@ -121,7 +127,7 @@ def main(argv=None) -> dict:
 
     data = data_registry.load("water-dft-hamiltonian") if args.quick else io.read(args.data)
     sizes = QUICK["sizes"] if args.quick else tuple(args.sizes or SIZES)
-    n_valid, n_test = (QUICK["n_valid"], QUICK["n_test"]) if args.quick else (N_VALID, N_TEST)
+    n_valid, n_test = (QUICK["n_valid"], QUICK["n_test"]) if args.quick else (args.n_valid, args.n_test)
     steps = QUICK["steps"] if args.quick else args.steps
     model = registry.get("schnorb").budget("frames", "tiny").options["model"] if args.quick else {}
     if max(sizes) + n_valid + n_test > len(data):
@@ -135,7 +141,7 @@ def main(argv=None) -> dict:
         if "H0" in data.props:
             row["sad_guess"] = sad_guess(data, split)
         for v in args.variants:
-            row[v] = run(data, split, v, steps, model, Path(args.run_root) / f"{v}_n{n}")
+            row[v] = run(data, split, v, steps, model, Path(args.run_root) / f"{v}_n{n}", args.eps_weight)
             t = row[v]["test"]
             print(f"N={n} {v}: H {t['H']['mae']:.1f} µHa, eps_occ {t['eps_occ']['mae']:.1f} µHa, gap "
                   f"{t['gap']['mae']:.1f} meV, similarity {t['orbital_similarity']['mean']:.4f} "

@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="schnorb: the covariant variant (PhiSNet/QHNet-style blocks from Clebsch-Gordan products)")
     train.add_argument("--baseline", choices=["none", "sad"], default=None,
                        help="schnorb: learn H - H0, H0 the data's Kohn-Sham matrix of the 'minao' guess (hybrid)")
+    train.add_argument("--eps-weight", type=float, default=None, metavar="W",
+                       help="schnorb: weight of the orbital-energy loss (occupied + LUMO, exact S; default 0)")
     train.add_argument("--cutoff", type=float, default=None, help="networks cutoff in Å")
     train.add_argument("--resume", action="store_true", help="networks: continue the run in --out")
     train.add_argument("--overwrite", action="store_true", help="replace the model or run already at --out")

@@ -29,9 +29,9 @@ def resolve_train(args, data):
     spec = models.get(args.method)
     flags = vars(args)
     fields = {f.name for f in dataclasses.fields(spec.config_class)}
-    for flag in ("covariant", "baseline"):
-        if flags.get(flag) and flag not in fields:
-            raise JaxqcError(f"--{flag} is not a {spec.name} option (only models with that setting take it)")
+    for flag in ("covariant", "baseline", "eps_weight"):
+        if flags.get(flag) is not None and flags.get(flag) is not False and flag not in fields:
+            raise JaxqcError(f"--{flag.replace('_', '-')} is not a {spec.name} option (only models with that setting take it)")
     overrides, budget = spec.from_flags(flags, data) if spec.from_flags else ({}, Budget())
     if getattr(args, "config", None) or getattr(args, "set", None):
         from .configfile import apply_sets, load_config_file

@@ -152,6 +152,29 @@ def generalized_eigh(H, S):
     return eps, Linv.T @ U
 
 
+@jax.custom_vjp
+def generalized_eigvalsh(H, S):
+    """eps [n] of H C = S C eps (ascending), differentiable through the eigenvalues alone: d eps_k = c_k^T dH c_k
+    - eps_k c_k^T dS c_k (Hellmann-Feynman, c_k S-normalised). A loss on orbital energies trains through it (the
+    eigenvalue part of WALoss-type losses) without the eigenvector derivative of jnp.linalg.eigh, whose
+    1 / (eps_j - eps_k) factors are large for the near-degenerate virtual orbitals of a half-trained H."""
+    return generalized_eigh(H, S)[0]
+
+
+def _eigvalsh_fwd(H, S):
+    eps, C = generalized_eigh(H, S)
+    return eps, (eps, C)
+
+
+def _eigvalsh_bwd(res, g):
+    eps, C = res
+    dH = jnp.einsum("ik,k,jk->ij", C, g, C)
+    return dH, -jnp.einsum("ik,k,jk->ij", C, g * eps, C)
+
+
+generalized_eigvalsh.defvjp(_eigvalsh_fwd, _eigvalsh_bwd)
+
+
 def n_occupied(Z, charge: int = 0) -> int:
     """Doubly occupied orbitals of a closed-shell molecule (real atoms of Z)."""
     n_el = int(np.sum(np.asarray(Z))) - int(charge)

@@ -140,6 +140,48 @@ def test_published_schnorb_is_not_covariant_before_training(water):
     assert float(jnp.abs(jnp.einsum("bij,bjk,blk->bil", D, H, D) - H2).max()) / float(jnp.abs(H).max()) > 1e-3
 
 
+def test_eigenvalue_gradient_matches_finite_differences(water, x64):
+    """generalized_eigvalsh's Hellmann-Feynman gradient against central differences of scipy-free eigh, in H and
+    in S, on a real water Hamiltonian (float64)."""
+    H, S = jnp.asarray(water.props["H"][0]), jnp.asarray(water.props["S"][0])
+    w = jnp.linspace(1.0, 2.0, H.shape[0])
+    f = lambda H, S: jnp.sum(w * orb.generalized_eigvalsh(H, S))  # noqa: E731
+    gH, gS = jax.grad(f, argnums=(0, 1))(H, S)
+    E = np.random.default_rng(0).normal(size=H.shape)
+    E = jnp.asarray(1e-3 * (E + E.T))
+    h = 1e-4
+    for g, plus, minus in ((gH, f(H + h * E, S), f(H - h * E, S)), (gS, f(H, S + h * E), f(H, S - h * E))):
+        fd = (plus - minus) / (2 * h)
+        assert abs(float(jnp.sum(g * E)) - float(fd)) < 1e-7 * max(1.0, abs(float(fd))), (float(jnp.sum(g * E)), fd)
+
+
+def test_orbital_energy_loss_sees_a_shift_the_elementwise_loss_hardly_sees(water):
+    """eps_loss is 0 at the reference H and exactly c^2 for H + c S (every orbital energy shifts by c), an error
+    whose element-wise size is |c| times the mean |S| only; --eps-weight reaches the config and belongs to schnorb."""
+    from jaxqc.models import schnorb
+
+    cfg, data, _ = _config(water, False)
+    batch = data.molecules(np.arange(4))
+    H, S = batch.props["H"], batch.props["S"]
+    assert float(schnorb.eps_loss(H, batch)) < 1e-9
+    c = 0.01
+    assert abs(float(schnorb.eps_loss(H + c * S, batch)) - c ** 2) < 1e-3 * c ** 2
+    assert float(jnp.mean(jnp.abs(c * S))) < 0.3 * c
+    overrides, _ = schnorb.from_flags({"eps_weight": 0.5}, water)
+    assert overrides["eps_weight"] == 0.5
+    with pytest.raises(JaxqcError, match="must be a number >= 0"):
+        schnorb.from_flags({"eps_weight": -1.0}, water)
+
+
+def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):
+    from jaxqc.cli import main
+
+    code = main(["train", "schnet", "--eps-weight", "1", "--data", "ethanol-xtb", "--n-train", "8", "--epochs", "1",
+                 "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--eps-weight is not a schnet option" in err and "Traceback" not in err
+
+
 def test_tiny_schnorb_overfits_a_few_water_frames(water, tmp_path):
     """A tiny SchNOrb (no rotation augmentation) fitted to 4 water frames: its Hamiltonian error on them drops
     at least 5x and its orbitals become the reference ones."""

@@ -77,6 +77,9 @@ class SchNOrbConfig:
     s_weight: float = 1.0
     energy_weight: float = 0.1
     force_weight: float = 0.0
+    # + w_eps MSE(eps_k, k <= LUMO)/h_scale^2: the orbital energies of the predicted H with the exact S (an
+    # element-wise loss does not see errors such as dH = c S, which shift every eigenvalue by c)
+    eps_weight: float = 0.0
     augment: bool = True           # random rotations in training (needed by the non-covariant variant)
     baseline: str = "none"         # "sad": learn H - H0 (the data's guess Kohn-Sham matrices; module docstring)
 
@@ -500,6 +503,8 @@ class HamiltonianObjective:
             loss = c.h_weight * jnp.sum(jnp.where(mm, (H - batch.props["H"]) ** 2, 0.0)) / n_m / stats["h_scale"] ** 2
             loss += c.s_weight * jnp.sum(jnp.where(mm, (S - batch.props["S"]) ** 2, 0.0)) / n_m / stats["s_scale"] ** 2
             n_mol = jnp.maximum(jnp.sum(m), 1)
+            if c.eps_weight > 0:
+                loss += c.eps_weight * eps_loss(H, batch) / stats["h_scale"] ** 2
             loss += c.energy_weight * jnp.sum(jnp.where(m, (E - batch.E) ** 2, 0.0)) / n_mol / stats["scale"] ** 2
             if c.force_weight > 0:
                 fm = (batch.mask & m[:, None])[..., None]
@@ -517,6 +522,19 @@ class HamiltonianObjective:
     @staticmethod
     def metric(valid: dict) -> float:
         return valid["H_mae_uha"]
+
+
+def eps_loss(H, batch):
+    """Mean squared error (Ha^2) of the orbital energies up to the LUMO (occupied + 1) of the predicted H [B, n, n],
+    with the batch's exact S, against those of its reference H; padded molecules and AOs excluded."""
+    am = batch.props["ao_mask"].astype(bool)
+    Hp, Sp = orb.pad_h_s(H, batch.props["S"], am)
+    Hr, _ = orb.pad_h_s(batch.props["H"], batch.props["S"], am)
+    eps = jax.vmap(orb.generalized_eigvalsh)(Hp, Sp)
+    eps_r = jax.lax.stop_gradient(jax.vmap(orb.generalized_eigvalsh)(Hr, Sp))
+    k = jnp.arange(eps.shape[-1])[None, :]
+    sel = (k <= _n_occ(batch)[:, None]) & batch.mol_mask[:, None]
+    return jnp.sum(jnp.where(sel, (eps - eps_r) ** 2, 0.0)) / jnp.maximum(jnp.sum(sel), 1)
 
 
 def errors(params, batch, predict) -> dict:
@@ -706,11 +724,16 @@ def from_flags(flags: dict, data) -> tuple[dict, Budget]:
         overrides["covariant"] = True
     if flags.get("baseline"):
         overrides["baseline"] = flags["baseline"]
+    if flags.get("eps_weight") is not None:
+        if not flags["eps_weight"] >= 0:
+            raise JaxqcError(f"--eps-weight {flags['eps_weight']}: must be a number >= 0")
+        overrides["eps_weight"] = float(flags["eps_weight"])
     return overrides, budget
 
 
 def describe(config: SchNOrbConfig) -> str:
     base = ", learning H - H0 (minao guess)" if config.baseline == "sad" else ""
+    base += f", orbital-energy loss x{config.eps_weight:g}" if config.eps_weight > 0 else ""
     if config.covariant:
         return (f"schnorb (covariant, MACE features {config.channels} channels, {config.mace_layers} layers), "
                 f"basis {config.basis}, cutoff {config.cutoff_ang:g} Å{base}")
