@@ -27,6 +27,13 @@ screening and the atoms' own shells; what is left is the density's response to b
 smaller (ethanol: |H - H0| 6,000 µHa on average, against 47,000 for the mean-H baseline). H0 rotates with D
 exactly, so the covariant variant stays covariant. It is a hybrid in the review's sense: not geometry alone.
 
+An orbital-energy loss (`eps_weight` > 0, `--eps-weight`): the mean squared error of the eigenvalues up to the
+LUMO of the predicted H with the exact S, trained through their Hellmann-Feynman gradient
+(orbitals.generalized_eigvalsh), as WALoss (arXiv:2502.19227, ICLR 2025) argues. An element-wise loss hardly sees the
+errors that matter most for orbitals: a shift dH = c S moves every orbital energy by c, and def2-SVP's nearly
+singular S (ethanol: smallest eigenvalue 0.004) turns small correlated H errors into intruder orbitals. Off by
+default (SchNOrb's published loss).
+
 Both predict the blocks in a template basis (per l, the most shells any element has); each element's AOs are
 a subset of it, gathered into the molecule's AO order with per-AO index arrays (ao_index). Targets are
 standardised: H = per-element mean on-site block + h_scale x network (same for S). Forces are -grad E.
