@@ -155,22 +155,36 @@ def test_eigenvalue_gradient_matches_finite_differences(water, x64):
         assert abs(float(jnp.sum(g * E)) - float(fd)) < 1e-7 * max(1.0, abs(float(fd))), (float(jnp.sum(g * E)), fd)
 
 
-def test_orbital_energy_loss_sees_a_shift_the_elementwise_loss_hardly_sees(water):
-    """eps_loss is 0 at the reference H and exactly c^2 for H + c S (every orbital energy shifts by c), an error
-    whose element-wise size is |c| times the mean |S| only; --eps-weight reaches the config and belongs to schnorb."""
+def test_orbital_energy_loss_counts_exactly_the_orbitals_up_to_the_lumo(water, x64):
+    """eps_loss on a padded batch (4 water frames + 2 padding molecules, float64): 0 at the reference H; adding
+    d S c_j c_j^T S moves orbital j alone by d, which costs d^2 / (n_occ + 1) for the core orbital and the LUMO
+    and nothing for the orbital above the LUMO; H + c S (every orbital moves by c) costs exactly c^2; the
+    gradient through the padded molecules is finite. A negative --eps-weight is refused."""
     from jaxqc.models import schnorb
 
     cfg, data, _ = _config(water, False)
-    batch = data.molecules(np.arange(4))
+    batch = data.molecules(np.arange(4), batch_pad=6, dtype=np.float64)
+    assert not bool(batch.mol_mask[4:].any())
     H, S = batch.props["H"], batch.props["S"]
-    assert float(schnorb.eps_loss(H, batch)) < 1e-9
+    real = batch.mol_mask[:, None, None]
+    n_occ = orb.n_occupied(water.Z[0])
+    assert float(schnorb.eps_loss(H, batch)) < 1e-20
+    _, C = jax.vmap(orb.generalized_eigh)(*orb.pad_h_s(H, S, batch.props["ao_mask"].astype(bool)))
+    d = 0.01
+    for j, expect in ((0, d ** 2 / (n_occ + 1)), (n_occ, d ** 2 / (n_occ + 1)), (n_occ + 1, 0.0)):
+        Sc = jnp.einsum("bij,bj->bi", S, C[:, :, j])
+        dH = jnp.where(real, d * Sc[:, :, None] * Sc[:, None, :], 0.0)
+        assert abs(float(schnorb.eps_loss(H + dH, batch)) - expect) < 1e-9, j
     c = 0.01
-    assert abs(float(schnorb.eps_loss(H + c * S, batch)) - c ** 2) < 1e-3 * c ** 2
-    assert float(jnp.mean(jnp.abs(c * S))) < 0.3 * c
+    assert abs(float(schnorb.eps_loss(H + jnp.where(real, c * S, 0.0), batch)) - c ** 2) < 1e-9
+    g = jax.grad(lambda H: schnorb.eps_loss(H, batch))(H + jnp.where(real, c * S, 0.0))
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
     overrides, _ = schnorb.from_flags({"eps_weight": 0.5}, water)
     assert overrides["eps_weight"] == 0.5
     with pytest.raises(JaxqcError, match="must be a number >= 0"):
         schnorb.from_flags({"eps_weight": -1.0}, water)
+    with pytest.raises(JaxqcError, match="eps_weight"):
+        schnorb.resolve(dataclasses.replace(cfg, eps_weight=float("nan")), water, np.arange(10))
 
 
 def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):

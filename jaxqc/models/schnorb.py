@@ -667,7 +667,10 @@ BASELINES = ("none", "sad")
 
 
 def check_baseline(config: SchNOrbConfig, data, source: str = "--data") -> None:
-    """A clear error when the config's baseline is unknown or the data lacks its matrices."""
+    """A clear error when the config's baseline is unknown or the data lacks its matrices, or its eps_weight is
+    negative or NaN (a config file or --set reaches it without the CLI's check)."""
+    if not config.eps_weight >= 0:
+        raise JaxqcError(f"schnorb eps_weight {config.eps_weight}: must be a number >= 0")
     if config.baseline not in BASELINES:
         raise JaxqcError(f"schnorb baseline {config.baseline!r} is not one of {', '.join(BASELINES)}")
     if config.baseline == "sad" and "H0" not in data.props:
