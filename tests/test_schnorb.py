@@ -181,10 +181,9 @@ def test_orbital_energy_loss_counts_exactly_the_orbitals_up_to_the_lumo(water, x
     assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
     overrides, _ = schnorb.from_flags({"eps_weight": 0.5}, water)
     assert overrides["eps_weight"] == 0.5
-    with pytest.raises(JaxqcError, match="must be a number >= 0"):
-        schnorb.from_flags({"eps_weight": -1.0}, water)
-    with pytest.raises(JaxqcError, match="eps_weight"):
-        schnorb.resolve(dataclasses.replace(cfg, eps_weight=float("nan")), water, np.arange(10))
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(JaxqcError, match="must be a number >= 0"):
+            schnorb.resolve(dataclasses.replace(cfg, eps_weight=bad), water, np.arange(10))
 
 
 def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):
@@ -194,6 +193,11 @@ def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):
                  "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert code == 2 and "--eps-weight is not a schnet option" in err and "Traceback" not in err
+    code = main(["train", "schnorb", "--eps-weight", "-1", "--data", "water-dft-hamiltonian", "--n-train", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "n")])
+    err = capsys.readouterr().err
+    assert code == 2 and "must be a number >= 0" in err and "Traceback" not in err
+    assert not (tmp_path / "n" / "model.npz").exists()
 
 
 def test_tiny_schnorb_overfits_a_few_water_frames(water, tmp_path):
