@@ -186,6 +186,16 @@ def test_orbital_energy_loss_counts_exactly_the_orbitals_up_to_the_lumo(water, x
             schnorb.resolve(dataclasses.replace(cfg, eps_weight=bad), water, np.arange(10))
 
 
+def test_best_model_is_chosen_by_what_the_loss_targets():
+    """The loop keeps the model with the best validation H MAE, or, when the orbital-energy loss is on, the
+    best validation occupied-orbital MAE."""
+    from jaxqc.models import schnorb
+
+    valid = {"H_mae_uha": 10.0, "eps_occ_mae_uha": 99.0}
+    assert schnorb.HamiltonianObjective(schnorb.SchNOrbConfig()).metric(valid) == 10.0
+    assert schnorb.HamiltonianObjective(schnorb.SchNOrbConfig(eps_weight=0.5)).metric(valid) == 99.0
+
+
 def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):
     from jaxqc.cli import main
 

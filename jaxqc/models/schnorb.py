@@ -526,9 +526,10 @@ class HamiltonianObjective:
 
     summarise = staticmethod(lambda tot: summarise(tot))
 
-    @staticmethod
-    def metric(valid: dict) -> float:
-        return valid["H_mae_uha"]
+    def metric(self, valid: dict) -> float:
+        """What the loop keeps the best model by: the validation H MAE, or with the orbital-energy loss on
+        (eps_weight > 0) the validation occupied-orbital MAE, the quantity that loss is there for."""
+        return valid["eps_occ_mae_uha"] if self.config.eps_weight > 0 else valid["H_mae_uha"]
 
 
 def eps_loss(H, batch):
