@@ -446,6 +446,8 @@ def print_result(result: dict, header: str, as_json: bool) -> None:
             print(f"  {k:7s} MAE {m['mae']:.4g}  RMSE {m['rmse']:.4g}  {m['unit']}")
         elif isinstance(m, dict) and "mean" in m:
             print(f"  {k} mean {m['mean']:.4g}  min {m['min']:.4g}  {m['unit']}")
+        elif isinstance(m, dict) and "not_trained" in m:
+            print(f"  {k:7s} not trained ({m['not_trained']})")
 
 
 # ---- md ---------------------------------------------------------------------------------------------

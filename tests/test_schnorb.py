@@ -196,6 +196,35 @@ def test_best_model_is_chosen_by_what_the_loss_targets():
     assert schnorb.HamiltonianObjective(schnorb.SchNOrbConfig(eps_weight=0.5)).metric(valid) == 99.0
 
 
+def test_heads_left_out_of_the_loss_are_reported_not_trained(water, tmp_path, capsys):
+    """s_weight = 0 / energy_weight = 0 (an H-only loss): evaluate says S and the energy were not trained instead
+    of reporting an untrained head's errors, and MD / ASE refuse the model as a potential; bad weights are
+    refused in one line."""
+    from jaxqc.commands import print_result
+    from jaxqc.md.models import load_potential
+    from jaxqc.models import registry, saved, schnorb
+
+    cfg, data, params = _config(water, False)
+    honly = dataclasses.replace(cfg, s_weight=0.0, energy_weight=0.0)
+    out = schnorb.evaluate_more(honly, params, water, np.arange(4))
+    assert "mae" in out["H"] and "mae" in out["eps_occ"]
+    assert "s_weight = 0" in out["S"]["not_trained"] and "energy_weight = 0" in out["energy"]["not_trained"]
+    assert "mae" in schnorb.evaluate_more(cfg, params, water, np.arange(4))["S"]
+    print_result(out, "4 frames", False)
+    assert "S       not trained (s_weight = 0" in capsys.readouterr().out
+    spec = registry.get("schnorb")
+    for c, name in ((honly, "honly"), (cfg, "full")):
+        saved.save(tmp_path / f"{name}.npz", spec, c, jax.tree_util.tree_map(np.asarray, params), {}, {})
+    assert load_potential(tmp_path / "full.npz")[2]["kind"] == "schnorb"
+    with pytest.raises(JaxqcError, match="schnorb model trained without energies or forces"):
+        load_potential(tmp_path / "honly.npz")
+    for bad, msg in (({"s_weight": -1.0}, "s_weight -1.0: must be a number >= 0"),
+                     ({"energy_weight": float("nan")}, "energy_weight nan: must be"),
+                     ({"h_weight": 0.0}, "nothing would fit the Hamiltonian")):
+        with pytest.raises(JaxqcError, match=msg):
+            schnorb.check_baseline(dataclasses.replace(cfg, **bad), water)
+
+
 def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):
     from jaxqc.cli import main
 

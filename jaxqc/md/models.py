@@ -55,9 +55,12 @@ def load_potential(path):
         raise JaxqcError(f"{path}: no such model file or run directory")
     model = models.load(path)
     if not model.is_force_field:
-        what = (f"a {model.kind} model of the property {model.target!r}, not a potential energy"
-                if model.target != "energy" or "forces" in model.spec.outputs
-                else f"a {model.kind.upper()} property model (no energy surface, no forces)")
+        if model.target != "energy":
+            what = f"a {model.kind} model of the property {model.target!r}, not a potential energy"
+        elif "forces" in model.spec.outputs:
+            what = f"a {model.kind} model trained without energies or forces (its energy output was not fitted)"
+        else:
+            what = f"a {model.kind.upper()} property model (no energy surface, no forces)"
         raise JaxqcError(f"{path}: {what}: molecular dynamics needs a force field trained on energies (and "
                          f"forces): one of {', '.join(force_fields())}")
     params = jax.tree_util.tree_map(np.asarray, model.prepared_params())

@@ -462,7 +462,17 @@ def evaluate_more(config: SchNOrbConfig, params, data, idx, batch: int = 16) -> 
     sim = cat("sim")
     out["orbital_similarity"] = {"mean": float(np.mean(sim)), "min": float(np.min(sim)),
                                  "unit": "|cos| of occupied orbitals (S metric)"}
+    # a head the loss left out predicts nothing: say so instead of reporting its errors as a result
+    if config.s_weight == 0:
+        out["S"] = {"not_trained": "s_weight = 0: this model does not learn S (its orbitals use the exact S)"}
+    if not trains_energy(config):
+        out["energy"] = {"not_trained": "energy_weight = 0: this model's energy head was not trained"}
     return out
+
+
+def trains_energy(config: SchNOrbConfig) -> bool:
+    """Whether the loss fits the energy head (else the model is no potential: no MD, ASE or energy metrics)."""
+    return config.energy_weight > 0 or config.force_weight > 0
 
 
 # ---- training objective -------------------------------------------------------------------------
@@ -668,10 +678,13 @@ BASELINES = ("none", "sad")
 
 
 def check_baseline(config: SchNOrbConfig, data, source: str = "--data") -> None:
-    """A clear error when the config's baseline is unknown or the data lacks its matrices, or its eps_weight is
-    negative or NaN (a config file or --set reaches it without the CLI's check)."""
-    if not config.eps_weight >= 0:
-        raise JaxqcError(f"schnorb eps_weight {config.eps_weight}: must be a number >= 0")
+    """A clear error when the config's baseline is unknown or the data lacks its matrices, or a loss weight is
+    negative or NaN, or none fits H (a config file or --set reaches them without the CLI's check)."""
+    for name in ("h_weight", "s_weight", "energy_weight", "force_weight", "eps_weight"):
+        if not getattr(config, name) >= 0:
+            raise JaxqcError(f"schnorb {name} {getattr(config, name)}: must be a number >= 0")
+    if config.h_weight == 0 and config.eps_weight == 0:
+        raise JaxqcError("schnorb h_weight and eps_weight are both 0: nothing would fit the Hamiltonian")
     if config.baseline not in BASELINES:
         raise JaxqcError(f"schnorb baseline {config.baseline!r} is not one of {', '.join(BASELINES)}")
     if config.baseline == "sad" and "H0" not in data.props:
@@ -763,5 +776,6 @@ SPEC = register(ModelSpec(
                  "train": {"batch_size": 32, "lr": 1e-4, "patience": 100}})},
     description="SchNOrb: learned Kohn-Sham Hamiltonians (Schütt 2019); --covariant: PhiSNet/QHNet-style",
     applies=applies, from_flags=from_flags, config_from_json=config_from_json,
+    force_field=lambda config, header: trains_energy(config),
     variants={"schnorb": {}, "schnorb-covariant": {"covariant": True}},
     init=init_params, predict_batch=16, evaluate_more=evaluate_more))
