@@ -132,6 +132,7 @@ def main(argv=None) -> dict:
     from jaxqc.configfile import apply_sets
     from jaxqc.data import io
     from jaxqc.data import registry as data_registry
+    from jaxqc.errors import JaxqcError
     from jaxqc.models import registry
 
     data = data_registry.load("water-dft-hamiltonian") if args.quick else io.read(args.data)
@@ -140,6 +141,15 @@ def main(argv=None) -> dict:
     steps = QUICK["steps"] if args.quick else args.steps
     model = registry.get("schnorb").budget("frames", "tiny").options["model"] if args.quick else {}
     model = apply_sets(model, args.set)
+    fixed = sorted({"covariant", "baseline", "eps_weight"} & set(model))
+    if fixed:
+        raise SystemExit(f"--set {fixed[0]}: set by the variant (--variants) or --eps-weight, not by --set")
+    if args.batch < 1 or args.steps < 1 or not args.lr > 0:
+        raise SystemExit("--batch and --steps must be >= 1 and --lr > 0")
+    try:
+        registry.get("schnorb").make_config(**model)   # an unknown or invalid setting fails here, before any fit
+    except JaxqcError as err:
+        raise SystemExit(f"--set: {err}") from None
     if max(sizes) + n_valid + n_test > len(data):
         raise SystemExit(f"{len(data)} frames: too few for N = {max(sizes)} + {n_valid} validation + {n_test} test")
     t0 = time.perf_counter()

@@ -208,7 +208,7 @@ def test_heads_left_out_of_the_loss_are_reported_not_trained(water, tmp_path, ca
     honly = dataclasses.replace(cfg, s_weight=0.0, energy_weight=0.0)
     out = schnorb.evaluate_more(honly, params, water, np.arange(4))
     assert "mae" in out["H"] and "mae" in out["eps_occ"]
-    assert "s_weight = 0" in out["S"]["not_trained"] and "energy_weight = 0" in out["energy"]["not_trained"]
+    assert "s_weight = 0" in out["S"]["not_trained"] and "energy_weight = force_weight = 0" in out["energy"]["not_trained"]
     assert "mae" in schnorb.evaluate_more(cfg, params, water, np.arange(4))["S"]
     print_result(out, "4 frames", False)
     assert "S       not trained (s_weight = 0" in capsys.readouterr().out
@@ -216,13 +216,15 @@ def test_heads_left_out_of_the_loss_are_reported_not_trained(water, tmp_path, ca
     for c, name in ((honly, "honly"), (cfg, "full")):
         saved.save(tmp_path / f"{name}.npz", spec, c, jax.tree_util.tree_map(np.asarray, params), {}, {})
     assert load_potential(tmp_path / "full.npz")[2]["kind"] == "schnorb"
-    with pytest.raises(JaxqcError, match="schnorb model trained without energies or forces"):
+    with pytest.raises(JaxqcError, match="schnorb model whose energy output was not fitted"):
         load_potential(tmp_path / "honly.npz")
     for bad, msg in (({"s_weight": -1.0}, "s_weight -1.0: must be a number >= 0"),
                      ({"energy_weight": float("nan")}, "energy_weight nan: must be"),
                      ({"h_weight": 0.0}, "nothing would fit the Hamiltonian")):
         with pytest.raises(JaxqcError, match=msg):
-            schnorb.check_baseline(dataclasses.replace(cfg, **bad), water)
+            schnorb.check_loss_weights(dataclasses.replace(cfg, **bad))
+    assert schnorb.trains_energy(dataclasses.replace(honly, force_weight=1.0))   # forces alone fit the energy
+    assert "S not trained, energy not trained" in spec.describe(honly) and "not trained" not in spec.describe(cfg)
 
 
 def test_eps_weight_flag_belongs_to_schnorb(capsys, tmp_path):

@@ -58,7 +58,7 @@ def load_potential(path):
         if model.target != "energy":
             what = f"a {model.kind} model of the property {model.target!r}, not a potential energy"
         elif "forces" in model.spec.outputs:
-            what = f"a {model.kind} model trained without energies or forces (its energy output was not fitted)"
+            what = f"a {model.kind} model whose energy output was not fitted to energies or forces"
         else:
             what = f"a {model.kind.upper()} property model (no energy surface, no forces)"
         raise JaxqcError(f"{path}: {what}: molecular dynamics needs a force field trained on energies (and "

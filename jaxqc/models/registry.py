@@ -91,7 +91,8 @@ class ModelSpec:
     split         split(data, n_train, n_valid, seed, config) -> {"train", "valid", "test", "protocol"}: the
                   family's default split for `jaxqc train` (the benchmark uses its own protocol)
     evaluate_more evaluate_more(config, params, data, idx) -> {name: {metrics..., "unit"}}: outputs beyond energy
-                  and forces that `jaxqc evaluate` reports (SchNOrb: H, S, orbital energies, gap, dipole)
+                  and forces that `jaxqc evaluate` reports (SchNOrb: H, S, orbital energies, gap, dipole); an
+                  output the model was not trained for is {name: {"not_trained": why}} (no metrics, no unit)
     generate      generate(config, params, n, key, temperature, batch, progress) -> {"Z", "R", "finished",
                   "seconds", "temperature"}: a generative model's molecules (`jaxqc generate`; G-SchNet)
     evaluate_generated  evaluate_generated(config, params, header, generated, progress) -> metrics of

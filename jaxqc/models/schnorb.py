@@ -462,17 +462,23 @@ def evaluate_more(config: SchNOrbConfig, params, data, idx, batch: int = 16) -> 
     sim = cat("sim")
     out["orbital_similarity"] = {"mean": float(np.mean(sim)), "min": float(np.min(sim)),
                                  "unit": "|cos| of occupied orbitals (S metric)"}
-    # a head the loss left out predicts nothing: say so instead of reporting its errors as a result
-    if config.s_weight == 0:
-        out["S"] = {"not_trained": "s_weight = 0: this model does not learn S (its orbitals use the exact S)"}
-    if not trains_energy(config):
-        out["energy"] = {"not_trained": "energy_weight = 0: this model's energy head was not trained"}
-    return out
+    return {**out, **untrained_heads(config)}   # a head the loss left out predicts nothing: say so
 
 
 def trains_energy(config: SchNOrbConfig) -> bool:
     """Whether the loss fits the energy head (else the model is no potential: no MD, ASE or energy metrics)."""
     return config.energy_weight > 0 or config.force_weight > 0
+
+
+def untrained_heads(config: SchNOrbConfig) -> dict:
+    """{output: {"not_trained": why}} for the outputs the loss leaves out (an H-only loss: s_weight = 0,
+    energy_weight = force_weight = 0); `jaxqc evaluate` reports these instead of an untrained head's errors."""
+    out = {}
+    if config.s_weight == 0:
+        out["S"] = {"not_trained": "s_weight = 0: this model does not learn S (its orbitals use the exact S)"}
+    if not trains_energy(config):
+        out["energy"] = {"not_trained": "energy_weight = force_weight = 0: the energy head was not trained"}
+    return out
 
 
 # ---- training objective -------------------------------------------------------------------------
@@ -666,6 +672,7 @@ def resolve(config: SchNOrbConfig, data, idx) -> SchNOrbConfig:
     from ..data import hamiltonian
 
     layout = hamiltonian.check(data, layout=config.layout() if config.ao_shells else None)
+    check_loss_weights(config)
     check_baseline(config, data)
     kw = {"basis": layout.basis, "ao_shells": layout.shells}
     if config.avg_num_neighbors is None:
@@ -675,16 +682,21 @@ def resolve(config: SchNOrbConfig, data, idx) -> SchNOrbConfig:
 
 
 BASELINES = ("none", "sad")
+LOSS_WEIGHTS = ("h_weight", "s_weight", "energy_weight", "force_weight", "eps_weight")
 
 
-def check_baseline(config: SchNOrbConfig, data, source: str = "--data") -> None:
-    """A clear error when the config's baseline is unknown or the data lacks its matrices, or a loss weight is
-    negative or NaN, or none fits H (a config file or --set reaches them without the CLI's check)."""
-    for name in ("h_weight", "s_weight", "energy_weight", "force_weight", "eps_weight"):
+def check_loss_weights(config: SchNOrbConfig) -> None:
+    """A clear error when a loss weight is negative or NaN, or none fits H (a config file or --set reaches them
+    without the CLI's check). Training only: a saved model is evaluated whatever it was trained with."""
+    for name in LOSS_WEIGHTS:
         if not getattr(config, name) >= 0:
             raise JaxqcError(f"schnorb {name} {getattr(config, name)}: must be a number >= 0")
     if config.h_weight == 0 and config.eps_weight == 0:
         raise JaxqcError("schnorb h_weight and eps_weight are both 0: nothing would fit the Hamiltonian")
+
+
+def check_baseline(config: SchNOrbConfig, data, source: str = "--data") -> None:
+    """A clear error when the config's baseline is unknown or the data lacks its matrices."""
     if config.baseline not in BASELINES:
         raise JaxqcError(f"schnorb baseline {config.baseline!r} is not one of {', '.join(BASELINES)}")
     if config.baseline == "sad" and "H0" not in data.props:
@@ -749,13 +761,14 @@ def from_flags(flags: dict, data) -> tuple[dict, Budget]:
     if flags.get("baseline"):
         overrides["baseline"] = flags["baseline"]
     if flags.get("eps_weight") is not None:
-        overrides["eps_weight"] = float(flags["eps_weight"])   # checked with the rest of the config (check_baseline)
+        overrides["eps_weight"] = float(flags["eps_weight"])   # checked with the rest of the config (resolve)
     return overrides, budget
 
 
 def describe(config: SchNOrbConfig) -> str:
     base = ", learning H - H0 (minao guess)" if config.baseline == "sad" else ""
     base += f", orbital-energy loss x{config.eps_weight:g}" if config.eps_weight > 0 else ""
+    base += "".join(f", {k} not trained" for k in untrained_heads(config))
     if config.covariant:
         return (f"schnorb (covariant, MACE features {config.channels} channels, {config.mace_layers} layers), "
                 f"basis {config.basis}, cutoff {config.cutoff_ang:g} Å{base}")
