@@ -96,7 +96,8 @@ def learned_matrices(model, data, idx, predict) -> list:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a trained schnorb run directory or model file")
-    p.add_argument("--data", help="the Hamiltonian data set (default: the model's)")
+    p.add_argument("--data", default=str(Path.home() / ".cache/jaxqc/hamiltonian/ethanol_pbe_def2svp.npz"),
+                   help="the Hamiltonian data set the model was trained on (its test frames are used)")
     p.add_argument("--n", type=int, default=100, help="test frames")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", help="JSON path (default results/schnorb_scf[_quick].json)")
@@ -122,7 +123,10 @@ def main(argv=None) -> dict:
         if not args.model:
             raise SystemExit("--model RUN_DIR is needed (or --quick)")
         model = models.load(args.model)
-        data = io.read(args.data or model.provenance.get("dataset_name"))
+        data = io.read(args.data)
+        if model.provenance.get("dataset_md5") not in (None, data.md5):
+            raise SystemExit(f"{args.data}: not the data set the model was trained on (md5 differs); its test "
+                             f"frames would be wrong")
         test = np.asarray(model.provenance.get("test_idx", []))
         idx = (test if len(test) else np.arange(len(data)))[:args.n]
     t0 = time.perf_counter()
