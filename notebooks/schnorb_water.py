@@ -87,7 +87,7 @@ run_dir = Path(tempfile.mkdtemp(prefix="schnorb_water_"))
 fitted = spec.fit(config, data, split, jax.random.PRNGKey(0), budget, out=run_dir, progress=False)
 scores = schnorb.evaluate_more(fitted.config, fitted.params, data, split["test"])
 for k, v in scores.items():
-    if "unit" in v:   # (an output left out of the loss is {"not_trained": why})
+    if "unit" in v and "mae_list" not in v:   # (not_trained entries have no unit; per-orbital lists skipped)
         print(f"{k:18s}", {kk: round(vv, 4) for kk, vv in v.items() if kk != "unit"}, v["unit"])
 
 # %% [markdown]

@@ -208,6 +208,8 @@ def test_heads_left_out_of_the_loss_are_reported_not_trained(water, tmp_path, ca
     honly = dataclasses.replace(cfg, s_weight=0.0, energy_weight=0.0)
     out = schnorb.evaluate_more(honly, params, water, np.arange(4))
     assert "mae" in out["H"] and "mae" in out["eps_occ"]
+    per = out["eps_by_orbital"]["mae_list"]   # water: 5 occupied orbitals and the LUMO
+    assert len(per) == 6 and np.isclose(np.mean(per[:5]), out["eps_occ"]["mae"], rtol=1e-9)
     assert "s_weight = 0" in out["S"]["not_trained"] and "energy_weight = force_weight = 0" in out["energy"]["not_trained"]
     assert "mae" in schnorb.evaluate_more(cfg, params, water, np.arange(4))["S"]
     print_result(out, "4 frames", False)

@@ -462,6 +462,9 @@ def evaluate_more(config: SchNOrbConfig, params, data, idx, batch: int = 16) -> 
     sim = cat("sim")
     out["orbital_similarity"] = {"mean": float(np.mean(sim)), "min": float(np.min(sim)),
                                  "unit": "|cos| of occupied orbitals (S metric)"}
+    if len({len(e) for e in d["eps_occ"]}) == 1:   # one molecule (MD frames): the error of each orbital
+        per = np.abs(np.column_stack([np.stack(d["eps_occ"]), np.asarray(d["lumo"])]))
+        out["eps_by_orbital"] = {"mae_list": (uha * per.mean(0)).tolist(), "unit": "µHa (occupied, then LUMO)"}
     return {**out, **untrained_heads(config)}   # a head the loss left out predicts nothing: say so
 
 
