@@ -22,7 +22,13 @@ without any learning.
         --out experiments/results/schnorb_curve_eps.json   # + the orbital-energy loss (eps_weight)
     python experiments/schnorb_curve.py --steps 2000 --sizes 1000 --variants covariant-sad-eps --set channels=32 \
         --run-root ~/.cache/jaxqc/runs/c32 --out /tmp/c32.json   # any SchNOrbConfig field, as jaxqc train --set
+    python experiments/schnorb_curve.py --steps 24000 --sizes 1000 --variants covariant-sad-eps --eps-weight 1 \
+        --set channels=32 --set s_weight=0 --set energy_weight=0 --set pair_mlp=256 \
+        --out experiments/results/schnorb_curve_eps_24000steps_pairmlp256.json   # the README's best covariant fit
     python experiments/schnorb_curve.py --quick      # CI-sized, on the shipped water set
+
+The covariant variant's invariant pair network (`pair_mlp`, default 256) came after the results dated before
+2026-12-01's third session; `--set pair_mlp=0` reproduces those (radial-only gates).
 """
 from __future__ import annotations
 

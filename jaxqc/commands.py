@@ -214,7 +214,8 @@ def summarize(info: dict, seconds: float) -> str:
     """One line from a fit's info: epochs and the best validation MAE, or the chosen hyperparameters."""
     if "epochs" in info:
         return (f"({info['epochs']} epochs, {info['steps']} steps, {info['time_s']:.0f} s, stopped: "
-                f"{info['stop_reason']}); best validation MAE {info['best_valid']:.4g} at epoch {info['best_epoch']}")
+                f"{info['stop_reason']}); best validation {info.get('best_metric') or 'MAE'} {info['best_valid']:.4g} at "
+                f"epoch {info['best_epoch']}")
     parts = [f"{k}={info[k]:g}" for k in ("sigma", "lambda") if k in info]
     if "n_perms" in info:
         parts.append(f"{info['n_perms']} permutation(s), {info.get('solver_used', 'dense')} solver")

@@ -83,11 +83,11 @@ def test_hamiltonian_file_records_basis_and_units(water):
     assert water.meta["ao_labels"][:2] == ["0 O 1s    ", "0 O 2s    "] and "command" in water.meta
 
 
-def _config(water, covariant: bool, dtype=np.float32):
+def _config(water, covariant: bool, dtype=np.float32, **overrides):
     from jaxqc.models import registry, schnorb
 
     spec = registry.get("schnorb")
-    tiny = spec.budget("frames", "tiny").options["model"]
+    tiny = {**spec.budget("frames", "tiny").options["model"], **overrides}
     cfg = schnorb.resolve(spec.make_config(covariant=covariant, **tiny), water, np.arange(10))
     data = schnorb.with_ao_index(water, cfg)
     stats = schnorb.fit_stats(data, np.arange(10), cfg)
@@ -95,15 +95,18 @@ def _config(water, covariant: bool, dtype=np.float32):
     return cfg, data, params
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-5)])
-def test_covariant_blocks_rotate_with_d(water, dtype, tol):
-    """The covariant variant, randomly initialised: H(QR) = D H(R) D^T and S likewise, energies invariant."""
+@pytest.mark.parametrize("dtype, tol, pair_mlp", [(np.float64, 1e-10, 0), (np.float32, 1e-5, 0),
+                                                 (np.float64, 1e-10, 6), (np.float32, 1e-5, 6)])
+def test_covariant_blocks_rotate_with_d(water, dtype, tol, pair_mlp):
+    """The covariant variant, randomly initialised: H(QR) = D H(R) D^T and S likewise, energies invariant; with
+    and without the invariant pair network (its scalar heads and path weights must not break covariance)."""
     from jaxqc.models import schnorb
 
     old = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", dtype == np.float64)
     try:
-        cfg, data, params = _config(water, True, dtype)
+        cfg, data, params = _config(water, True, dtype, pair_mlp=pair_mlp)
+        assert ("pair_mlp" in params["net"]) == (pair_mlp > 0)
         params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(x.dtype, jnp.floating)
                                         else x, params)
         # random (not trained) weights: scale the network's output so the test sees its full structure
@@ -122,6 +125,31 @@ def test_covariant_blocks_rotate_with_d(water, dtype, tol):
         assert float(jnp.abs(E - E2).max()) / float(jnp.abs(E).max()) < tol
     finally:
         jax.config.update("jax_enable_x64", old)
+
+
+def test_covariant_model_saved_before_the_pair_network_still_loads(water, tmp_path):
+    """A covariant model file written before `pair_mlp` existed (no such key: radial-only gates) loads with
+    pair_mlp = 0 and predicts what it predicted; a new config gets the pair network."""
+    import json
+
+    from jaxqc.models import registry, saved, schnorb
+
+    spec = registry.get("schnorb")
+    assert spec.make_config(covariant=True).pair_mlp > 0
+    cfg, data, params = _config(water, True, pair_mlp=0)
+    saved.save(tmp_path / "old.npz", spec, cfg, jax.tree_util.tree_map(np.asarray, params), {}, {})
+    with np.load(tmp_path / "old.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(str(arrays["header"]))
+    assert header["config"].pop("pair_mlp") == 0
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "old.npz", **arrays)
+    model = saved.load(tmp_path / "old.npz")
+    assert model.config.pair_mlp == 0
+    batch = data.molecules(np.arange(3))
+    H = schnorb.predict_fn(cfg)(params, batch)[1]
+    H_loaded = schnorb.predict_fn(model.config)(model.params, batch)[1]
+    assert float(jnp.abs(H - H_loaded).max()) == 0.0
 
 
 def test_published_schnorb_is_not_covariant_before_training(water):
@@ -194,6 +222,37 @@ def test_best_model_is_chosen_by_what_the_loss_targets():
     valid = {"H_mae_uha": 10.0, "eps_occ_mae_uha": 99.0}
     assert schnorb.HamiltonianObjective(schnorb.SchNOrbConfig()).metric(valid) == 10.0
     assert schnorb.HamiltonianObjective(schnorb.SchNOrbConfig(eps_weight=0.5)).metric(valid) == 99.0
+
+
+def test_resumed_run_selected_by_another_metric_restarts_the_selection(water, tmp_path, capsys):
+    """The fit reports which validation metric chose its model; a checkpoint written before the loop recorded it
+    (its best chosen by the H MAE) resumed with the orbital-energy loss restarts the selection instead of
+    comparing an H MAE with an orbital-energy MAE."""
+    import json
+
+    from jaxqc.commands import summarize
+    from jaxqc.models import registry
+    from jaxqc.train.checkpoint import FORMAT
+
+    spec = registry.get("schnorb")
+    tiny = spec.budget("frames", "tiny")
+    cfg = spec.make_config(**tiny.options["model"], eps_weight=1.0)
+    split = {"train": np.arange(4), "valid": np.arange(4, 6), "test": np.arange(6, 8)}
+    run = tmp_path / "run"
+    fitted = spec.fit(cfg, water, split, jax.random.PRNGKey(0), tiny.replace(epochs=2), out=run, progress=False)
+    assert fitted.info["best_metric"] == "eps_occ_mae_uha"
+    assert "best validation eps_occ_mae_uha" in summarize(fitted.info, 1.0)
+    with np.load(run / "checkpoint.npz") as npz:   # as an older jaxqc wrote it: no best_metric
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(str(arrays["header"]))
+    assert header["format"] == FORMAT and header.pop("best_metric") == "eps_occ_mae_uha"
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(run / "checkpoint.npz", **arrays)
+    capsys.readouterr()
+    fitted = spec.fit(cfg, water, split, jax.random.PRNGKey(0), tiny.replace(epochs=3), out=run, resume=True)
+    err = capsys.readouterr().err
+    assert "chosen by validation H_mae_uha; from epoch 3 it is chosen by eps_occ_mae_uha" in err
+    assert fitted.info["best_epoch"] == 3 and fitted.info["best_metric"] == "eps_occ_mae_uha"
 
 
 def test_heads_left_out_of_the_loss_are_reported_not_trained(water, tmp_path, capsys):

@@ -267,6 +267,8 @@ class TraceObjective:
         return {"loss": t + float(tot["dist"]) / n, "type_nll": t, "distance_nll": d,
                 "type_accuracy": float(tot["ok"]) / n, "n_steps": int(n)}
 
+    metric_key = "loss"   # the validation negative log-likelihood per placement step
+
     @staticmethod
     def metric(valid: dict) -> float:
         return valid["loss"]

@@ -118,7 +118,8 @@ def fitted_from_run(summary: dict, run_dir: Path, config) -> Fitted:
     from .saved import load
 
     best = load(run_dir)
-    info = {k: summary[k] for k in ("epochs", "best_epoch", "best_valid", "stop_reason", "steps", "time_s")}
+    info = {k: summary[k] for k in ("epochs", "best_epoch", "best_valid", "best_metric", "stop_reason", "steps",
+                                    "time_s")}
     info.update(run_dir=str(run_dir), hit_time_guard=summary["stop_reason"] == "time budget")
     return Fitted(best.params, info, config)
 

@@ -10,10 +10,12 @@ Two variants, one config flag:
   per-element block. H = (H + H^T) / 2. Not rotation covariant: rotations are learned by augmentation
   (each training molecule randomly rotated, with inversion, and H, S, F rotated with jaxqc.orbitals' D).
 - `covariant=True` (PhiSNet / QHNet style): MACE node features (e3nn-jax, jaxqc.models.mace) give pair irreps
-  z_ij = Linear[a_i (x) a_j, (a_i + a_j) (x) Y(u_ij)] gated by a radial network (on-site: a_i (x) a_i plus a
-  neighbour sum of a_j (x) Y(u_ij)); each (l1, l2) shell block is sum_L CG(l1, l2, L) z_L, moved to PySCF's
-  real spherical order. Covariant by construction: H(QR) = D(Q) H(R) D(Q)^T for every rotation and inversion.
-  Its energy is MACE's.
+  z_ij = Linear[a_i (x) a_j, (a_i + a_j) (x) Y(u_ij)], each path weighted per pair by an invariant pair network
+  e_ij = MLP[rbf(r_ij), q_i q_j, q_i + q_j] of the node scalars q (`pair_mlp` wide; 0: by a radial network
+  alone), which also adds a nonlinear scalar part to every 0e output (on-site: a_i (x) a_i plus a neighbour sum
+  of a_j (x) Y(u_ij), and an MLP of the node scalars and sum_j e_ij); each (l1, l2) shell block is
+  sum_L CG(l1, l2, L) z_L, moved to PySCF's real spherical order. Covariant by construction:
+  H(QR) = D(Q) H(R) D(Q)^T for every rotation and inversion. Its energy is MACE's.
 
 Orbitals (energies, coefficients, HOMO/LUMO, density, dipole) come from the predicted H with the exact overlap S:
 S is a one-electron integral of the basis that PySCF computes in microseconds from the geometry, and PhiSNet
@@ -75,6 +77,8 @@ class SchNOrbConfig:
     mace_layers: int = 2
     correlation: int = 2
     pair_channels: int = 8         # channels of each irrep of the pair features a_i
+    pair_mlp: int = 256            # width of the invariant pair network e_ij (0: the radial-only gates of models
+                                   # saved before it existed, which load with 0)
     # the basis and elements, from the data (fit)
     basis: str | None = None
     ao_shells: tuple | None = None  # ((Z, (l, ...)), ...) in PySCF's AO order per element
@@ -316,6 +320,7 @@ class CovariantNet(nn.Module):
         B, A = mask.shape
         node = e3nn.concatenate([feats[-4], feats[-3]]) if c.mace_layers > 1 else feats[0]   # h_(T-2), A_(T-1)
         pc = c.pair_channels
+        scalars = node.filter(keep="0e").array.reshape(B, A, -1)     # [B, A, n_scalars] invariant node features
         a = e3nn.flax.Linear(f"{pc}x0e+{pc}x1o+{pc}x2e", name="pair_in")(node)
         a = e3nn.IrrepsArray(a.irreps, a.array.reshape(B, A, -1))
         d, u, pm = dense_geometry(R, mask, c.cutoff_ang)
@@ -325,27 +330,51 @@ class CovariantNet(nn.Module):
         irreps_out, _ = block_irreps(c.ao_shells)
         keep = [ir for _, ir in e3nn.Irreps(irreps_out)]
         rbf = gaussian_rbf(d, 0.0, c.cutoff_ang, c.n_rbf) * (cosine_cutoff(d, c.cutoff_ang) * pm)[..., None]
+        edge, width = rbf, 32
+        if c.pair_mlp:
+            # invariant pair network (SchNOrb's p_ij, QHNet's edge weights): e_ij = MLP[rbf, q_i q_j, q_i + q_j]
+            # of the node scalars q = W s, symmetric in i, j; it weights every tensor-product path per pair
+            # instead of a function of distance alone, and adds a nonlinear scalar part to each 0e output
+            q = Dense(c.pair_mlp, use_bias=False, name="pair_scalars")(scalars)
+            qi, qj = q[:, :, None], q[:, None, :]
+            edge = MLP((c.pair_mlp, c.pair_mlp), activation="silu", name="pair_mlp")(
+                jnp.concatenate([rbf, qi * qj, jnp.broadcast_to(qi + qj, qi.shape[:1] + (A, A, c.pair_mlp))], -1))
+            edge, width = edge * pm[..., None], c.pair_mlp
         # off-site: a_i (x) a_j (symmetric part: the matrix is symmetrised anyway) and (a_i + a_j) (x) Y(u_ij)
         t1 = e3nn.tensor_product(ai, aj, filter_ir_out=keep)
         t2 = e3nn.tensor_product(ai + aj, Y, filter_ir_out=keep)
         pair = e3nn.concatenate([t1, t2]).regroup()
-        gate = MLP((32, pair.irreps.num_irreps), activation="silu", name="offsite_gate")(rbf) * pm[..., None]
+        gate = MLP((width, pair.irreps.num_irreps), activation="silu", name="offsite_gate")(edge) * pm[..., None]
         pair = _scale_channels(pair, gate)
-        # on-site: a_i (x) a_i and the neighbour sum of a_j (x) Y(u_ij), radially weighted
-        gate_env = MLP((32, t2.irreps.num_irreps), activation="silu", name="env_gate")(rbf) * pm[..., None]
+        # on-site: a_i (x) a_i and the neighbour sum of a_j (x) Y(u_ij), weighted by the pair network
+        gate_env = MLP((width, t2.irreps.num_irreps), activation="silu", name="env_gate")(edge) * pm[..., None]
         env = _scale_channels(e3nn.tensor_product(aj, Y, filter_ir_out=keep), gate_env)
         env = e3nn.IrrepsArray(env.irreps, jnp.sum(env.array, axis=2) / c.avg_num_neighbors)
         t0 = e3nn.tensor_product(a, a, filter_ir_out=keep)
         onsite = e3nn.concatenate([t0, env]).regroup()
+        n0 = e3nn.Irreps(irreps_out)[0].mul   # the 0e copies come first (block_irreps sorts by L)
+        if c.pair_mlp:
+            site = jnp.concatenate([scalars, jnp.sum(edge, 2) / c.avg_num_neighbors], -1)
         blocks = []
         for name in ("H", "S"):
             zo = e3nn.flax.Linear(irreps_out, name=f"{name}_offsite")(pair)
             zs = e3nn.flax.Linear(irreps_out, name=f"{name}_onsite")(onsite)
+            if c.pair_mlp:
+                zo = _add_scalars(zo, n0, Dense(n0, name=f"{name}_offsite_scalar")(edge))
+                zs = _add_scalars(zs, n0, MLP((c.pair_mlp, n0), activation="silu", name=f"{name}_onsite_scalar")(site))
             off = blocks_from_irreps(zo, c.ao_shells) * pm[..., None, None]
             on = blocks_from_irreps(zs, c.ao_shells)
             eye = jnp.eye(A, dtype=bool)[None, :, :, None, None]
             blocks.append(jnp.where(eye, on[:, :, None], off))
         return y.reshape(B, A), blocks[0], blocks[1]
+
+
+def _add_scalars(z, n0: int, y):
+    """z (IrrepsArray whose first n0 components are 0e) plus y [..., n0] on them: invariant, so covariant."""
+    import e3nn_jax as e3nn
+
+    assert z.irreps[0].ir == e3nn.Irrep("0e") and z.irreps[0].mul == n0
+    return e3nn.IrrepsArray(z.irreps, z.array.at[..., :n0].add(y))
 
 
 def _scale_channels(x, w):
@@ -545,10 +574,17 @@ class HamiltonianObjective:
 
     summarise = staticmethod(lambda tot: summarise(tot))
 
-    def metric(self, valid: dict) -> float:
+    # runs checkpointed before the loop recorded its selection metric were all selected by the H MAE
+    legacy_metric_key = "H_mae_uha"
+
+    @property
+    def metric_key(self) -> str:
         """What the loop keeps the best model by: the validation H MAE, or with the orbital-energy loss on
         (eps_weight > 0) the validation occupied-orbital MAE, the quantity that loss is there for."""
-        return valid["eps_occ_mae_uha"] if self.config.eps_weight > 0 else valid["H_mae_uha"]
+        return "eps_occ_mae_uha" if self.config.eps_weight > 0 else "H_mae_uha"
+
+    def metric(self, valid: dict) -> float:
+        return valid[self.metric_key]
 
 
 def eps_loss(H, batch):
@@ -740,6 +776,7 @@ def config_from_json(d: dict) -> SchNOrbConfig:
     from .registry import config_fields
 
     kw = config_fields(SchNOrbConfig, d.get("model", d))
+    kw.setdefault("pair_mlp", 0)   # saved before the pair network existed: radial-only gates
     if kw.get("ao_shells") is not None:
         kw["ao_shells"] = tuple((int(z), tuple(int(l) for l in ls)) for z, ls in kw["ao_shells"])
     return SchNOrbConfig(**kw)
@@ -773,14 +810,15 @@ def describe(config: SchNOrbConfig) -> str:
     base += f", orbital-energy loss x{config.eps_weight:g}" if config.eps_weight > 0 else ""
     base += "".join(f", {k} not trained" for k in untrained_heads(config))
     if config.covariant:
-        return (f"schnorb (covariant, MACE features {config.channels} channels, {config.mace_layers} layers), "
+        pair = f", pair network {config.pair_mlp} wide" if config.pair_mlp else ", radial pair gates"
+        return (f"schnorb (covariant, MACE features {config.channels} channels, {config.mace_layers} layers{pair}), "
                 f"basis {config.basis}, cutoff {config.cutoff_ang:g} Å{base}")
     return (f"schnorb, {config.features} features, {config.interactions} interactions, "
             f"{2 * config.lmax} direction blocks, basis {config.basis}, cutoff {config.cutoff_ang:g} Å{base}")
 
 
 TINY = {"model": {"features": 16, "interactions": 1, "directions": 2, "lmax": 1, "n_rbf": 8, "channels": 4,
-                  "mace_layers": 1, "pair_channels": 2}, "train": {"batch_size": 10, "n_buckets": 1, "lr": 2e-3}}
+                  "mace_layers": 1, "pair_channels": 2, "pair_mlp": 8}, "train": {"batch_size": 10, "n_buckets": 1, "lr": 2e-3}}
 QUICK_TRAIN = {"batch_size": 16, "n_buckets": 1, "lr": 1e-3, "schedule": "exponential", "decay_steps": 20_000}
 SPEC = register(ModelSpec(
     name="schnorb", config_class=SchNOrbConfig, fit=fit, energy=energy_fn,

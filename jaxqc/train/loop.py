@@ -118,8 +118,11 @@ def make_train_step(loss_fn, tx, cfg: TrainConfig):
 class Objective(Protocol):
     """What a model trains on when it is more than an energy (SchNOrb: H and S matrices too). The loop asks:
     make_steps(cfg) -> (tx, train_step, eval_step) (make_train_step builds the train step from a loss);
-    eval_step(net, stats, batch) -> sums; summarise(sums) -> {metric: value}; metric(valid) -> the number
-    that selects the best model (smaller is better)."""
+    eval_step(net, stats, batch) -> sums; summarise(sums) -> {metric: value}; metric_key: the name of the
+    validation metric that selects the best model (smaller is better); metric(valid) -> its value. Optional:
+    legacy_metric_key, what checkpoints older than the recorded key were selected by."""
+
+    metric_key: str
 
     def make_steps(self, cfg: TrainConfig): ...
 
@@ -264,12 +267,15 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
     tx, train_step, eval_step = objective.make_steps(cfg) if objective else make_steps(energy, cfg, target)
     summarise = objective.summarise if objective else None
 
-    def select(valid: dict) -> float:
-        """The metric that selects the model: the objective's; else forces when they are trained, else the
-        energy (or property)."""
+    def select_key(valid: dict) -> str:
+        """The validation metric that selects the model: the objective's; else forces when they are trained,
+        else the energy (or property)."""
         if objective:
-            return objective.metric(valid)
-        return valid.get("forces_mae", valid["energy_mae"]) if cfg.force_weight > 0 else valid["energy_mae"]
+            return getattr(objective, "metric_key", "objective metric")   # (plugins written before the key)
+        return "forces_mae" if cfg.force_weight > 0 and "forces_mae" in valid else "energy_mae"
+
+    def select(valid: dict) -> float:
+        return objective.metric(valid) if objective else valid[select_key(valid)]
 
     train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=0)
     eval_step = jax.jit(eval_step)
@@ -281,7 +287,7 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
                        ema=jax.tree_util.tree_map(jnp.copy, params["net"]),  # own buffers: the step donates both
                        step=jnp.zeros((), jnp.int32))
     meta = {"epoch": -1, "best": None, "best_epoch": -1, "bad_epochs": 0, "plateau_bad": 0, "plateau_scale": 1.0,
-            "first_loss": None, "elapsed_s": 0.0}
+            "first_loss": None, "elapsed_s": 0.0, "best_metric": None}
     ckpt, model_path, log_path = run_dir / "checkpoint.npz", run_dir / "model.npz", run_dir / "metrics.jsonl"
     identity = run_identity(kind, target, model_config, cfg, provenance, tr, va)
     if resume and ckpt.exists():
@@ -289,7 +295,9 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
         if differs:
             raise JaxqcError(f"--resume: {differs} ({ckpt}); resume with the settings the run was started with")
         state, saved = load_checkpoint(ckpt, state)
-        meta.update({k: saved[k] for k in meta})
+        meta.update({k: saved[k] for k in meta if k in saved})
+        if "best_metric" not in saved and objective is not None:
+            meta["best_metric"] = getattr(objective, "legacy_metric_key", None)
         if log_path.exists():  # drop rows of epochs after the checkpoint: they are trained again
             rows = [r for r in read_log(log_path) if r["epoch"] <= meta["epoch"] + 1]
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -370,9 +378,16 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
                 fh.write(json.dumps(row) + "\n")
         except OSError as err:
             raise stopped(WriteError(write_failed(log_path, err))) from None
+        key = select_key(valid)
+        if meta["best"] is not None and meta["best_metric"] not in (None, key):
+            # a resumed run whose best model was chosen by another metric: comparing the two would be wrong
+            if progress:
+                print(f"\n  the best model so far was chosen by validation {meta['best_metric']}; from epoch "
+                      f"{epoch + 1} it is chosen by {key}", file=sys.stderr)
+            meta["best"] = None
         improved = meta["best"] is None or metric < meta["best"]
         if improved:
-            meta.update(best=metric, best_epoch=epoch + 1, bad_epochs=0, plateau_bad=0)
+            meta.update(best=metric, best_epoch=epoch + 1, bad_epochs=0, plateau_bad=0, best_metric=key)
             # a copy: the next train_step donates (overwrites) the state's buffers
             best_params = (jax.tree_util.tree_map(jnp.copy, params_eval), epoch + 1, valid)
         else:
@@ -405,7 +420,7 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
     write_csv(log_path, run_dir / "metrics.csv")
     plot_learning_curve(log_path, run_dir / "learning_curve.png")
     return {"stop_reason": stop_reason, "epochs": meta["epoch"] + 1, "best_epoch": meta["best_epoch"],
-            "best_valid": meta["best"], "time_s": meta["elapsed_s"], "steps": step,
+            "best_valid": meta["best"], "best_metric": meta["best_metric"], "time_s": meta["elapsed_s"], "steps": step,
             "state": jax.device_get(state), "run_dir": str(run_dir)}
 
 
