@@ -72,9 +72,7 @@ def main(argv=None) -> str:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    from jaxqc.data.io import atomic_write_text
-
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"runs": dict(zip(labels, args.runs)), "n_test": len(idx),
+    io.atomic_write_text(out.with_suffix(".json"), json.dumps({"runs": dict(zip(labels, args.runs)), "n_test": len(idx),
                                                             "summary": summary}, indent=1))
     print(json.dumps({k: round(v["eps_occ_mae_uha"], 1) for k, v in summary.items()}))
     return str(out)

@@ -269,10 +269,6 @@ class TraceObjective:
 
     metric_key = "loss"   # the validation negative log-likelihood per placement step
 
-    @staticmethod
-    def metric(valid: dict) -> float:
-        return valid["loss"]
-
 
 def trace_log_likelihood(config: GSchNetConfig, params, Z, R, key, n_steps: int | None = None):
     """Sum over every step of one random construction trace (fixed by `key`) of the type log-probability and

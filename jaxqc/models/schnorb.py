@@ -338,7 +338,7 @@ class CovariantNet(nn.Module):
             q = Dense(c.pair_mlp, use_bias=False, name="pair_scalars")(scalars)
             qi, qj = q[:, :, None], q[:, None, :]
             edge = MLP((c.pair_mlp, c.pair_mlp), activation="silu", name="pair_mlp")(
-                jnp.concatenate([rbf, qi * qj, jnp.broadcast_to(qi + qj, qi.shape[:1] + (A, A, c.pair_mlp))], -1))
+                jnp.concatenate([rbf, qi * qj, qi + qj], -1))   # [B, A, A, n_rbf + 2 pair_mlp]
             edge, width = edge * pm[..., None], c.pair_mlp
         # off-site: a_i (x) a_j (symmetric part: the matrix is symmetrised anyway) and (a_i + a_j) (x) Y(u_ij)
         t1 = e3nn.tensor_product(ai, aj, filter_ir_out=keep)
@@ -582,9 +582,6 @@ class HamiltonianObjective:
         """What the loop keeps the best model by: the validation H MAE, or with the orbital-energy loss on
         (eps_weight > 0) the validation occupied-orbital MAE, the quantity that loss is there for."""
         return "eps_occ_mae_uha" if self.config.eps_weight > 0 else "H_mae_uha"
-
-    def metric(self, valid: dict) -> float:
-        return valid[self.metric_key]
 
 
 def eps_loss(H, batch):

@@ -119,7 +119,7 @@ class Objective(Protocol):
     """What a model trains on when it is more than an energy (SchNOrb: H and S matrices too). The loop asks:
     make_steps(cfg) -> (tx, train_step, eval_step) (make_train_step builds the train step from a loss);
     eval_step(net, stats, batch) -> sums; summarise(sums) -> {metric: value}; metric_key: the name of the
-    validation metric that selects the best model (smaller is better); metric(valid) -> its value. Optional:
+    validation metric (a key of summarise's dict) that selects the best model, smaller is better. Optional:
     legacy_metric_key, what checkpoints older than the recorded key were selected by."""
 
     metric_key: str
@@ -127,8 +127,6 @@ class Objective(Protocol):
     def make_steps(self, cfg: TrainConfig): ...
 
     def summarise(self, tot: dict) -> dict: ...
-
-    def metric(self, valid: dict) -> float: ...
 
 
 def make_steps(energy, cfg: TrainConfig, target: str):
@@ -271,11 +269,11 @@ def _train(kind, model_config, energy, params, data, split, cfg, run_dir: Path, 
         """The validation metric that selects the model: the objective's; else forces when they are trained,
         else the energy (or property)."""
         if objective:
-            return getattr(objective, "metric_key", "objective metric")   # (plugins written before the key)
+            return objective.metric_key
         return "forces_mae" if cfg.force_weight > 0 and "forces_mae" in valid else "energy_mae"
 
     def select(valid: dict) -> float:
-        return objective.metric(valid) if objective else valid[select_key(valid)]
+        return valid[select_key(valid)]
 
     train_step = jax.jit(train_step, out_shardings=(repl, repl), donate_argnums=0)
     eval_step = jax.jit(eval_step)
