@@ -25,6 +25,11 @@ without any learning.
     python experiments/schnorb_curve.py --steps 24000 --sizes 1000 --variants covariant-sad-eps --eps-weight 1 \
         --set channels=32 --set s_weight=0 --set energy_weight=0 --set pair_mlp=256 \
         --out experiments/results/schnorb_curve_eps_24000steps_pairmlp256.json   # the README's best covariant fit
+    python experiments/schnorb_curve.py --steps 12000 --lr 2e-4 --sizes 1000 --variants covariant-sad-eps \
+        --set channels=32 --set s_weight=0 --set energy_weight=0 --set pair_mlp=256 \
+        --init-from ~/.cache/jaxqc/runs/long24k_pm256/covariant-sad-eps_n1000 --out /tmp/more.json
+        # 12,000 more steps on that model (a second schedule, peak 2e-4); add --set element_onsite=256 to grow
+        # a per-element on-site head on it (starts at zero: the same function at step 0)
     python experiments/schnorb_curve.py --quick      # CI-sized, on the shipped water set
 
 The covariant variant's invariant pair network (`pair_mlp`, default 256) came after the results dated before
@@ -95,7 +100,7 @@ def sad_guess(data, split) -> dict | None:
 
 
 def run(data, split, variant: str, steps: int, model: dict, run_dir: Path, eps_weight: float = 1.0,
-        lr: float = LR, batch: int = BATCH) -> dict:
+        lr: float = LR, batch: int = BATCH, init_from: str | None = None) -> dict:
     import jax
 
     from jaxqc.models import registry, schnorb
@@ -110,11 +115,11 @@ def run(data, split, variant: str, steps: int, model: dict, run_dir: Path, eps_w
     covariant, baseline = variant.startswith("covariant"), "sad" if "-sad" in variant else "none"
     eps = eps_weight if variant.endswith("-eps") else 0.0
     fitted = spec.fit(spec.make_config(covariant=covariant, baseline=baseline, eps_weight=eps, **model), data, split,
-                      jax.random.PRNGKey(0), budget, out=run_dir, progress=False)
+                      jax.random.PRNGKey(0), budget, out=run_dir, progress=False, init_from=init_from)
     train_cpu = cpu_s() - c0
     test = schnorb.evaluate_more(fitted.config, fitted.params, data, split["test"])
     return {"covariant": covariant, "baseline": baseline, "eps_weight": eps, "n_train": n, "epochs": epochs, "steps": fitted.info["steps"],
-            "best_epoch": fitted.info["best_epoch"], "train_cpu_s": train_cpu, "describe": spec.describe(fitted.config),
+            "init_from": init_from, "best_epoch": fitted.info["best_epoch"], "train_cpu_s": train_cpu, "describe": spec.describe(fitted.config),
             "test": test}
 
 
@@ -131,6 +136,8 @@ def main(argv=None) -> dict:
                    help="a SchNOrbConfig field for every fit (e.g. channels=32), repeatable")
     p.add_argument("--lr", type=float, default=LR, help="peak learning rate (decays to 1/100 over --steps)")
     p.add_argument("--batch", type=int, default=BATCH, help="molecules per optimiser step")
+    p.add_argument("--init-from", metavar="RUN", help="start the (one) fit from this saved schnorb model: a "
+                   "longer schedule, or a new head on a trained network (its steps add to the model's)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--run-root", default=str(Path.home() / ".cache/jaxqc/runs/schnorb_curve"))
     p.add_argument("--out")
@@ -156,6 +163,8 @@ def main(argv=None) -> dict:
         registry.get("schnorb").make_config(**model)   # an unknown or invalid setting fails here, before any fit
     except JaxqcError as err:
         raise SystemExit(f"--set: {err}") from None
+    if args.init_from and len(sizes) * len(args.variants) > 1:
+        raise SystemExit("--init-from starts one fit: give one --sizes and one --variants")
     if max(sizes) + n_valid + n_test > len(data):
         raise SystemExit(f"{len(data)} frames: too few for N = {max(sizes)} + {n_valid} validation + {n_test} test")
     t0 = time.perf_counter()
@@ -168,7 +177,7 @@ def main(argv=None) -> dict:
             row["sad_guess"] = sad_guess(data, split)
         for v in args.variants:
             row[v] = run(data, split, v, steps, model, Path(args.run_root) / f"{v}_n{n}", args.eps_weight,
-                         args.lr, args.batch)
+                         args.lr, args.batch, args.init_from)
             t = row[v]["test"]
             print(f"N={n} {v}: H {t['H']['mae']:.1f} µHa, eps_occ {t['eps_occ']['mae']:.1f} µHa, gap "
                   f"{t['gap']['mae']:.1f} meV, similarity {t['orbital_similarity']['mean']:.4f} "
@@ -177,6 +186,7 @@ def main(argv=None) -> dict:
         results = {"experiment": "schnorb_curve", "quick": args.quick, "data": data.meta.get("name"),
                    "theory": data.meta.get("theory"), "n_frames": len(data), "n_valid": n_valid, "n_test": n_test,
                    "steps": steps, "batch": args.batch, "lr": args.lr, "model_set": args.set,
+                   "init_from": args.init_from,
                    "published_25k_frames": PUBLISHED, "rows": rows,
                    "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0,
                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

@@ -95,18 +95,26 @@ def _config(water, covariant: bool, dtype=np.float32, **overrides):
     return cfg, data, params
 
 
-@pytest.mark.parametrize("dtype, tol, pair_mlp", [(np.float64, 1e-10, 0), (np.float32, 1e-5, 0),
-                                                 (np.float64, 1e-10, 6), (np.float32, 1e-5, 6)])
-def test_covariant_blocks_rotate_with_d(water, dtype, tol, pair_mlp):
+@pytest.mark.parametrize("dtype, tol, pair_mlp, element_onsite", [
+    (np.float64, 1e-10, 0, 0), (np.float32, 1e-5, 0, 0), (np.float64, 1e-10, 6, 0), (np.float32, 1e-5, 6, 0),
+    (np.float64, 1e-10, 6, 5), (np.float32, 1e-5, 6, 5)])
+def test_covariant_blocks_rotate_with_d(water, dtype, tol, pair_mlp, element_onsite):
     """The covariant variant, randomly initialised: H(QR) = D H(R) D^T and S likewise, energies invariant; with
-    and without the invariant pair network (its scalar heads and path weights must not break covariance)."""
+    and without the invariant pair network and the per-element on-site network (their scalar heads and path
+    weights must not break covariance)."""
     from jaxqc.models import schnorb
 
     old = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", dtype == np.float64)
     try:
-        cfg, data, params = _config(water, True, dtype, pair_mlp=pair_mlp)
+        cfg, data, params = _config(water, True, dtype, pair_mlp=pair_mlp, element_onsite=element_onsite)
         assert ("pair_mlp" in params["net"]) == (pair_mlp > 0)
+        assert ("H_onsite_element" in params["net"]) == (element_onsite > 0)
+        if element_onsite:   # its readout starts at zero: give it weights, so the test sees what it adds
+            for name in ("H_onsite_element", "S_onsite_element"):
+                el = dict(params["net"][name])
+                el["readout"] = jax.random.normal(jax.random.PRNGKey(3), el["readout"].shape)
+                params["net"] = {**params["net"], name: el}
         params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(x.dtype, jnp.floating)
                                         else x, params)
         # random (not trained) weights: scale the network's output so the test sees its full structure
@@ -150,6 +158,48 @@ def test_covariant_model_saved_before_the_pair_network_still_loads(water, tmp_pa
     H = schnorb.predict_fn(cfg)(params, batch)[1]
     H_loaded = schnorb.predict_fn(model.config)(model.params, batch)[1]
     assert float(jnp.abs(H - H_loaded).max()) == 0.0
+
+
+def test_warm_start_keeps_the_function_and_refuses_another_network(water, tmp_path):
+    """--init-from: a saved covariant model's arrays start a network with a per-element on-site head added, which
+    predicts exactly what the saved one did; an array of another shape or another basis is refused in one line."""
+    from jaxqc.models import registry, saved, schnorb
+
+    spec = registry.get("schnorb")
+    cfg, data, params = _config(water, True, pair_mlp=6)
+    params = {**params, "net": jax.tree_util.tree_map(lambda x: x + 0.01, params["net"])}   # not the init
+    saved.save(tmp_path / "m.npz", spec, cfg, jax.tree_util.tree_map(np.asarray, params), {}, {})
+    grown, _, grown_params = _config(water, True, pair_mlp=6, element_onsite=4)
+    started, report = saved.warm_start(grown_params, tmp_path / "m.npz", spec, grown, same=("basis",))
+    assert "8 new" in report
+    batch = data.molecules(np.arange(3))
+    H = jax.jit(schnorb.predict_fn(cfg))(params, batch)[1]
+    assert float(jnp.abs(jax.jit(schnorb.predict_fn(grown))(started, batch)[1] - H).max()) == 0.0
+    narrow = {**grown_params, "net": {**grown_params["net"], "pair_scalars": {"kernel": np.zeros((3, 5))}}}
+    with pytest.raises(JaxqcError, match="pair_scalars/kernel is .* there and"):
+        saved.warm_start(narrow, tmp_path / "m.npz", spec, grown)
+    with pytest.raises(JaxqcError, match="its basis is"):
+        saved.warm_start(grown_params, tmp_path / "m.npz", spec, dataclasses.replace(grown, basis="sto-3g"),
+                         same=("basis",))
+
+
+def test_fit_from_a_saved_model_records_where_it_started(water, tmp_path):
+    """fit(init_from=RUN) trains on from that model, and the saved model names it in its provenance; a model of
+    the other variant is refused before any training."""
+    from jaxqc import models
+    from jaxqc.models import registry
+
+    spec = registry.get("schnorb")
+    tiny = spec.budget("frames", "tiny")
+    split = {"train": np.arange(10), "valid": np.arange(10, 14), "test": np.arange(14, 18)}
+    cfg = spec.make_config(**tiny.options["model"])
+    spec.fit(cfg, water, split, jax.random.PRNGKey(0), tiny.replace(epochs=1), out=tmp_path / "a", progress=False)
+    spec.fit(cfg, water, split, jax.random.PRNGKey(1), tiny.replace(epochs=1), out=tmp_path / "b", progress=False,
+             init_from=tmp_path / "a")
+    assert models.load(tmp_path / "b").provenance["init_from"] == str(tmp_path / "a")
+    with pytest.raises(JaxqcError, match="its covariant is False"):
+        spec.fit(spec.make_config(**tiny.options["model"], covariant=True), water, split, jax.random.PRNGKey(0),
+                 tiny.replace(epochs=1), out=tmp_path / "c", progress=False, init_from=tmp_path / "a")
 
 
 def test_published_schnorb_is_not_covariant_before_training(water):

@@ -12,6 +12,8 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import JaxqcError
 from . import registry
 
@@ -122,6 +124,35 @@ def load(path) -> Model:
     except (TypeError, ValueError, KeyError) as err:
         raise JaxqcError(f"{path}: the saved {kind} config does not fit this jaxqc ({err})") from None
     return Model(spec=spec, config=config, params=params, header=header, path=str(path))
+
+
+def warm_start(params: dict, path, spec: registry.ModelSpec, config, same: tuple = ()) -> tuple[dict, str]:
+    """(params ({"net", "stats"}) with every array of the model saved at `path` copied in, a one-line report). The saved model
+    must be of the same family and agree on the config fields `same` (e.g. the basis); its stats (target scales)
+    come with it, so the function starts unchanged; arrays the new network adds keep their initialisation (a new head that starts at zero leaves the function unchanged). An array
+    whose shape differs, or one the new network lacks, is an error: the saved model would not carry over."""
+    from flax import traverse_util
+
+    model = load(path)
+    if model.spec.name != spec.name:
+        raise JaxqcError(f"--init-from {path}: a {model.spec.name} model, not {spec.name}")
+    for field in same:
+        if getattr(model.config, field) != getattr(config, field):
+            raise JaxqcError(f"--init-from {path}: its {field} is {getattr(model.config, field)!r}, this run's "
+                             f"{getattr(config, field)!r}")
+    flat = traverse_util.flatten_dict(params, sep="/")
+    old = traverse_util.flatten_dict(model.params, sep="/")
+    lost = sorted(set(old) - set(flat))
+    if lost:
+        raise JaxqcError(f"--init-from {path}: the new network has no {lost[0]} ({len(lost)} saved arrays unused): "
+                         f"a different architecture")
+    for k, v in old.items():
+        if np.shape(v) != np.shape(flat[k]):
+            raise JaxqcError(f"--init-from {path}: {k} is {np.shape(v)} there and {np.shape(flat[k])} here")
+        flat[k] = np.asarray(v, dtype=np.asarray(flat[k]).dtype)
+    added = len(flat) - len(old)
+    return traverse_util.unflatten_dict(flat, sep="/"), (f"started from {path}: {len(old)} arrays copied, "
+                                                         f"{added} new")
 
 
 def _jsonable(x):

@@ -13,7 +13,8 @@ Two variants, one config flag:
   z_ij = Linear[a_i (x) a_j, (a_i + a_j) (x) Y(u_ij)], each path weighted per pair by an invariant pair network
   e_ij = MLP[rbf(r_ij), q_i q_j, q_i + q_j] of the node scalars q (`pair_mlp` wide; 0: by a radial network
   alone), which also adds a nonlinear scalar part to every 0e output (on-site: a_i (x) a_i plus a neighbour sum
-  of a_j (x) Y(u_ij), and an MLP of the node scalars and sum_j e_ij); each (l1, l2) shell block is
+  of a_j (x) Y(u_ij), and an MLP of the node scalars and sum_j e_ij, with an optional per-element one,
+  `element_onsite` wide, since an O 1s and a C 1s shell share a template slot); each (l1, l2) shell block is
   sum_L CG(l1, l2, L) z_L, moved to PySCF's real spherical order. Covariant by construction:
   H(QR) = D(Q) H(R) D(Q)^T for every rotation and inversion. Its energy is MACE's.
 
@@ -79,6 +80,7 @@ class SchNOrbConfig:
     pair_channels: int = 8         # channels of each irrep of the pair features a_i
     pair_mlp: int = 256            # width of the invariant pair network e_ij (0: the radial-only gates of models
                                    # saved before it existed, which load with 0)
+    element_onsite: int = 0        # width of a per-element network adding to the on-site scalars (0: none)
     # the basis and elements, from the data (fit)
     basis: str | None = None
     ao_shells: tuple | None = None  # ((Z, (l, ...)), ...) in PySCF's AO order per element
@@ -353,8 +355,7 @@ class CovariantNet(nn.Module):
         t0 = e3nn.tensor_product(a, a, filter_ir_out=keep)
         onsite = e3nn.concatenate([t0, env]).regroup()
         n0 = e3nn.Irreps(irreps_out)[0].mul   # the 0e copies come first (block_irreps sorts by L)
-        if c.pair_mlp:
-            site = jnp.concatenate([scalars, jnp.sum(edge, 2) / c.avg_num_neighbors], -1)
+        site = jnp.concatenate([scalars, jnp.sum(edge, 2) / c.avg_num_neighbors], -1)   # invariant, per atom
         blocks = []
         for name in ("H", "S"):
             zo = e3nn.flax.Linear(irreps_out, name=f"{name}_offsite")(pair)
@@ -362,11 +363,33 @@ class CovariantNet(nn.Module):
             if c.pair_mlp:
                 zo = _add_scalars(zo, n0, Dense(n0, name=f"{name}_offsite_scalar")(edge))
                 zs = _add_scalars(zs, n0, MLP((c.pair_mlp, n0), activation="silu", name=f"{name}_onsite_scalar")(site))
+            if c.element_onsite:
+                zs = _add_scalars(zs, n0, ElementMLP(c.element_onsite, n0, c.elements, name=f"{name}_onsite_element")(Z, site))
             off = blocks_from_irreps(zo, c.ao_shells) * pm[..., None, None]
             on = blocks_from_irreps(zs, c.ao_shells)
             eye = jnp.eye(A, dtype=bool)[None, :, :, None, None]
             blocks.append(jnp.where(eye, on[:, :, None], off))
         return y.reshape(B, A), blocks[0], blocks[1]
+
+
+class ElementMLP(nn.Module):
+    """y [B, A, n_out] = an MLP of x [B, A, F] with one hidden layer (`width`) and readout per element: the
+    on-site scalars of an O 1s and a C 1s shell share a template slot, but need not share a function. The
+    readout starts at zero, so adding it to a trained network (a warm start) changes nothing at first."""
+
+    width: int
+    n_out: int
+    elements: tuple
+
+    @nn.compact
+    def __call__(self, Z, x):
+        n_el = len(self.elements)
+        onehot = (Z[..., None] == jnp.asarray(self.elements)).astype(x.dtype)      # [B, A, n_el]
+        h = jax.nn.silu(Dense(n_el * self.width, name="hidden")(x))
+        h = h.reshape(*x.shape[:-1], n_el, self.width) * onehot[..., None]           # [B, A, n_el, width]
+        W = self.param("readout", nn.initializers.zeros, (n_el, self.width, self.n_out), jnp.float32)
+        b = self.param("bias", nn.initializers.zeros, (n_el, self.n_out), jnp.float32)
+        return jnp.einsum("baew,ewo->bao", h, W.astype(x.dtype)) + onehot @ b.astype(x.dtype)
 
 
 def _add_scalars(z, n0: int, y):
@@ -741,7 +764,10 @@ def check_baseline(config: SchNOrbConfig, data, source: str = "--data") -> None:
 
 
 def fit(config, data, split, key, budget: Budget, *, out=None, resume: bool = False, progress: bool = True,
-        n_devices: int | None = None, target: str = "energy", seed: int = 0) -> Fitted:
+        n_devices: int | None = None, target: str = "energy", seed: int = 0, init_from=None) -> Fitted:
+    """Train on data[split["train"]]. `init_from`: a saved schnorb model (run directory or file) of the same
+    basis whose arrays start the network (saved.warm_start: fine-tuning, or a longer schedule, or a new head
+    added to a trained model)."""
     from ..train import loop
     from .network import fitted_from_run, train_config
 
@@ -758,7 +784,16 @@ def fit(config, data, split, key, budget: Budget, *, out=None, resume: bool = Fa
     cfg = train_config(budget, seed)
     stats = fit_stats(data, tr, config)
     params = init_params(config, key, data.molecules(tr[:2]), stats)
-    prov = {"dataset_md5": md5, "dataset_name": data.meta.get("name"),
+    started = {}
+    if init_from is not None:
+        from .saved import warm_start
+
+        params, report = warm_start(params, init_from, SPEC, config, same=("covariant", "basis", "ao_shells",
+                                                                           "baseline"))
+        started = {"init_from": str(init_from)}
+        if progress:
+            print(report)
+    prov = {**started, "dataset_md5": md5, "dataset_name": data.meta.get("name"),
             "protocol": split.get("protocol", "split given by the caller"),
             "test_idx": np.asarray(split.get("test", np.zeros(0, int))), "target": "energy",
             "elements": list(config.elements), "basis": config.basis}
@@ -774,6 +809,7 @@ def config_from_json(d: dict) -> SchNOrbConfig:
 
     kw = config_fields(SchNOrbConfig, d.get("model", d))
     kw.setdefault("pair_mlp", 0)   # saved before the pair network existed: radial-only gates
+    kw.setdefault("element_onsite", 0)
     if kw.get("ao_shells") is not None:
         kw["ao_shells"] = tuple((int(z), tuple(int(l) for l in ls)) for z, ls in kw["ao_shells"])
     return SchNOrbConfig(**kw)
@@ -808,6 +844,7 @@ def describe(config: SchNOrbConfig) -> str:
     base += "".join(f", {k} not trained" for k in untrained_heads(config))
     if config.covariant:
         pair = f", pair network {config.pair_mlp} wide" if config.pair_mlp else ", radial pair gates"
+        pair += f", per-element on-site network {config.element_onsite} wide" if config.element_onsite else ""
         return (f"schnorb (covariant, MACE features {config.channels} channels, {config.mace_layers} layers{pair}), "
                 f"basis {config.basis}, cutoff {config.cutoff_ang:g} Å{base}")
     return (f"schnorb, {config.features} features, {config.interactions} interactions, "
