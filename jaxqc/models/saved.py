@@ -127,10 +127,11 @@ def load(path) -> Model:
 
 
 def warm_start(params: dict, path, spec: registry.ModelSpec, config, same: tuple = ()) -> tuple[dict, str]:
-    """(params ({"net", "stats"}) with every array of the model saved at `path` copied in, a one-line report). The saved model
-    must be of the same family and agree on the config fields `same` (e.g. the basis); its stats (target scales)
-    come with it, so the function starts unchanged; arrays the new network adds keep their initialisation (a new head that starts at zero leaves the function unchanged). An array
-    whose shape differs, or one the new network lacks, is an error: the saved model would not carry over."""
+    """(params ({"net", "stats"}) with every array of the model saved at `path` copied in, a one-line report).
+    The saved model must be of the same family and agree on the config fields `same` (e.g. the basis). Its
+    stats (target scales) come with it, so the function starts unchanged; arrays the new network adds keep their
+    initialisation (a new head whose readout starts at zero leaves the function unchanged). An array whose
+    shape differs, or one the new network lacks, is an error: the saved model would not carry over."""
     from flax import traverse_util
 
     model = load(path)

@@ -364,7 +364,8 @@ class CovariantNet(nn.Module):
                 zo = _add_scalars(zo, n0, Dense(n0, name=f"{name}_offsite_scalar")(edge))
                 zs = _add_scalars(zs, n0, MLP((c.pair_mlp, n0), activation="silu", name=f"{name}_onsite_scalar")(site))
             if c.element_onsite:
-                zs = _add_scalars(zs, n0, ElementMLP(c.element_onsite, n0, c.elements, name=f"{name}_onsite_element")(Z, site))
+                per_element = ElementMLP(c.element_onsite, n0, c.elements, name=f"{name}_onsite_element")
+                zs = _add_scalars(zs, n0, per_element(Z, site))
             off = blocks_from_irreps(zo, c.ao_shells) * pm[..., None, None]
             on = blocks_from_irreps(zs, c.ao_shells)
             eye = jnp.eye(A, dtype=bool)[None, :, :, None, None]
